@@ -1,0 +1,30 @@
+"""archspec: declarative image-classifier architectures and training recipes for PyTorch.
+
+    spec = archspec.load_spec("specs/variant2.yaml")
+    model = archspec.build_model(spec)          # an nn.Module whose names follow the spec
+    print(archspec.summarize(spec).total_params)  # exact, counted on the meta device
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from archspec.errors import ArchspecError
+from archspec.spec.loader import Spec, load_spec
+
+
+def build_model(spec, device=None):
+    """Build the spec's nn.Module (imports torch on first use)."""
+    from archspec.compile import build_model as _build
+
+    return _build(spec, device=device)
+
+
+def summarize(spec, model=None):
+    """Per-layer and total parameter / MAC counts (meta device: no weights allocated)."""
+    from archspec.summary import summarize as _summarize
+
+    return _summarize(spec, model=model)
+
+
+__all__ = ["ArchspecError", "Spec", "build_model", "load_spec", "summarize", "__version__"]

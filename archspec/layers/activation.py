@@ -1,0 +1,74 @@
+"""Activations: shape-preserving, parameter-free (relu, leaky_relu, gelu, silu, tanh, sigmoid, ...)."""
+
+from __future__ import annotations
+
+from archspec.layers.base import LayerKind, register
+
+
+class _Activation(LayerKind):
+    torch_name: str = ""
+
+    def build(self, o, shape):
+        from torch import nn
+
+        return getattr(nn, self.torch_name)()
+
+    def code(self, o, shape):
+        return f"nn.{self.torch_name}()"
+
+
+def _simple(kind: str, torch_name: str, text: str) -> type[LayerKind]:
+    cls = type(kind.title().replace("_", ""), (_Activation,),
+               {"name": kind, "torch_name": torch_name, "summary": text, "example": kind, "options": {}})
+    return register(cls)
+
+
+_simple("relu", "ReLU", "rectified linear unit")
+_simple("gelu", "GELU", "Gaussian error linear unit")
+_simple("silu", "SiLU", "SiLU / swish")
+_simple("tanh", "Tanh", "hyperbolic tangent")
+_simple("sigmoid", "Sigmoid", "logistic sigmoid")
+_simple("identity", "Identity", "no-op (handy as a placeholder in ablations)")
+
+
+@register
+class LeakyReLU(_Activation):
+    name = "leaky_relu"
+    summary = "leaky ReLU with negative slope"
+    main = "slope"
+    options = {"slope": {"type": "number", "minimum": 0, "default": 0.01}}
+    example = "leaky_relu: 0.1"
+
+    def build(self, o, shape):
+        from torch import nn
+
+        return nn.LeakyReLU(o["slope"])
+
+    def code(self, o, shape):
+        return f"nn.LeakyReLU({o['slope']})"
+
+
+class _SoftmaxLike(_Activation):
+    def build(self, o, shape):
+        from torch import nn
+
+        return getattr(nn, self.torch_name)(dim=1)
+
+    def code(self, o, shape):
+        return f"nn.{self.torch_name}(dim=1)"
+
+
+@register
+class Softmax(_SoftmaxLike):
+    name = "softmax"
+    torch_name = "Softmax"
+    summary = "softmax over classes (rarely wanted: losses take logits)"
+    example = "softmax"
+
+
+@register
+class LogSoftmax(_SoftmaxLike):
+    name = "log_softmax"
+    torch_name = "LogSoftmax"
+    summary = "log-softmax over classes (for loss: nll)"
+    example = "log_softmax"

@@ -1,0 +1,179 @@
+"""Kinds that hold nested layer lists: `sequence`, `residual` and `parallel`.
+
+The compiler expands and shape-checks the nested lists; these classes only say how the child
+results combine (shape, module, MACs and code). `repeat` and user blocks are expanded by the spec
+loader into `sequence` layers, so they need no class here.
+"""
+
+from __future__ import annotations
+
+from archspec.layers.base import POS_INT, LayerKind, ShapeError, fmt_shape, register
+
+LAYER_LIST = {"type": "array", "minItems": 1, "description": "a list of layers"}
+
+
+class Composite(LayerKind):
+    composite = True
+
+    def child_lists(self, o: dict) -> list[tuple[tuple, list]]:
+        """[(option path, raw layer list)], e.g. [(("layers",), [...])]."""
+        return [(("layers",), o["layers"])]
+
+    def combine(self, o: dict, shape, outs: list) -> tuple:
+        raise NotImplementedError
+
+    def build_composite(self, o, shape, children: list, out):
+        raise NotImplementedError
+
+    def extra_macs(self, o, shape, out) -> int:
+        return 0
+
+    def code_composite(self, o, shape, child_codes: list[str], out) -> str:
+        raise NotImplementedError
+
+
+@register
+class Sequence(Composite):
+    name = "sequence"
+    summary = "a named group of layers (what blocks and `repeat` expand to)"
+    options = {"layers": LAYER_LIST}
+    required = ("layers",)
+    example = "sequence: {name: features, layers: [conv: 32, relu]}"
+
+    def combine(self, o, shape, outs):
+        return outs[0]
+
+    def build_composite(self, o, shape, children, out):
+        return children[0]
+
+    def code_composite(self, o, shape, child_codes, out):
+        return child_codes[0]
+
+
+def projection_shortcut(shape, out):
+    """(description, needs conv, stride) of the projection that maps `shape` to `out`."""
+    if len(shape) != len(out):
+        raise ShapeError(f"cannot add a shortcut from {fmt_shape(shape)} to {fmt_shape(out)}")
+    if len(shape) == 1:
+        return None
+    h, oh = shape[1], out[1]
+    stride = max(1, round(h / oh))
+    if (h - 1) // stride + 1 != oh or (shape[2] - 1) // stride + 1 != out[2]:
+        raise ShapeError(f"no 1x1 projection maps {fmt_shape(shape)} to {fmt_shape(out)}")
+    return stride
+
+
+@register
+class Residual(Composite):
+    name = "residual"
+    summary = "layers plus a shortcut: identity, or a 1x1 conv+bn projection when shapes differ"
+    options = {
+        "layers": LAYER_LIST,
+        "shortcut": {"enum": ["auto", "identity", "projection"], "default": "auto"},
+    }
+    required = ("layers",)
+    example = "residual: {layers: [conv: 64, bn, relu, conv: 64, bn]}"
+
+    def _needs_projection(self, o, shape, out) -> bool:
+        if o["shortcut"] == "identity":
+            if tuple(shape) != tuple(out):
+                raise ShapeError(
+                    f"identity shortcut needs the body to keep the shape, but it maps {fmt_shape(shape)} to "
+                    f"{fmt_shape(out)} (use shortcut: auto)"
+                )
+            return False
+        return o["shortcut"] == "projection" or tuple(shape) != tuple(out)
+
+    def combine(self, o, shape, outs):
+        out = outs[0]
+        if self._needs_projection(o, shape, out):
+            projection_shortcut(shape, out)
+        return out
+
+    def build_composite(self, o, shape, children, out):
+        from torch import nn
+
+        from archspec.layers.modules import Residual as ResidualModule
+
+        shortcut = None
+        if self._needs_projection(o, shape, out):
+            stride = projection_shortcut(shape, out)
+            if stride is None:
+                shortcut = nn.Linear(shape[0], out[0])
+            else:
+                shortcut = nn.Sequential(nn.Conv2d(shape[0], out[0], 1, stride=stride, bias=False),
+                                         nn.BatchNorm2d(out[0]))
+        return ResidualModule(children[0], shortcut)
+
+    def extra_macs(self, o, shape, out):
+        if not self._needs_projection(o, shape, out):
+            return 0
+        if len(shape) == 1:
+            return shape[0] * out[0]
+        return out[0] * out[1] * out[2] * shape[0]
+
+    def code_composite(self, o, shape, child_codes, out):
+        if not self._needs_projection(o, shape, out):
+            return f"Residual({child_codes[0]})"
+        stride = projection_shortcut(shape, out)
+        if stride is None:
+            sc = f"nn.Linear({shape[0]}, {out[0]})"
+        else:
+            sc = (f"nn.Sequential(nn.Conv2d({shape[0]}, {out[0]}, 1, stride={stride}, bias=False), "
+                  f"nn.BatchNorm2d({out[0]}))")
+        return f"Residual({child_codes[0]}, {sc})"
+
+
+@register
+class Parallel(Composite):
+    name = "parallel"
+    summary = "paths on the same input, merged by sum, mean, concat (channels) or gated (learned softmax weights)"
+    options = {
+        "merge": {"enum": ["sum", "mean", "concat", "gated"], "default": "sum"},
+        "paths": {"type": "array", "minItems": 2, "items": {"type": "array", "minItems": 1},
+                  "description": "a list of layer lists"},
+        "times": {**POS_INT, "description": "with `layers`: that many copies of one path"},
+        "layers": LAYER_LIST,
+    }
+    example = "parallel: {merge: concat, paths: [[conv: 32], [conv: {out: 32, kernel: 5}]]}"
+
+    def child_lists(self, o):
+        if "paths" in o:
+            if "layers" in o or "times" in o:
+                raise ShapeError("give either `paths` or `times` + `layers`, not both")
+            return [(("paths", i), p) for i, p in enumerate(o["paths"])]
+        if "layers" not in o or "times" not in o:
+            raise ShapeError("parallel needs `paths: [[...], [...]]` or `times: N` with `layers: [...]`")
+        return [(("layers",), o["layers"])] * o["times"]
+
+    def combine(self, o, shape, outs):
+        first = outs[0]
+        if o["merge"] == "concat":
+            for i, s in enumerate(outs[1:], 1):
+                if len(s) != len(first) or tuple(s[1:]) != tuple(first[1:]):
+                    raise ShapeError(
+                        f"concat needs paths with the same spatial size, but path 0 gives {fmt_shape(first)} "
+                        f"and path {i} gives {fmt_shape(s)}"
+                    )
+            return (sum(s[0] for s in outs), *first[1:])
+        for i, s in enumerate(outs[1:], 1):
+            if tuple(s) != tuple(first):
+                raise ShapeError(
+                    f"merge {o['merge']} needs equal shapes, but path 0 gives {fmt_shape(first)} and path {i} "
+                    f"gives {fmt_shape(s)}"
+                )
+        if o["merge"] == "gated" and len(shape) not in (1, 3):
+            raise ShapeError(f"gated merge needs an input [C, H, W] or [features], got {fmt_shape(shape)}")
+        return first
+
+    def build_composite(self, o, shape, children, out):
+        from archspec.layers.modules import Parallel as ParallelModule
+
+        return ParallelModule(children, o["merge"], in_channels=shape[0])
+
+    def extra_macs(self, o, shape, out):
+        return shape[0] * len(self.child_lists(o)) if o["merge"] == "gated" else 0
+
+    def code_composite(self, o, shape, child_codes, out):
+        paths = ",\n".join(child_codes)
+        return f"Parallel([\n{paths}\n], merge={o['merge']!r}, in_channels={shape[0]})"

@@ -1,0 +1,73 @@
+"""`conv`: a 2-D convolution. Input channels come from the incoming shape, never from the spec."""
+
+from __future__ import annotations
+
+from archspec.layers.base import (
+    BOOL, POS_INT, LayerKind, ShapeError, conv_out, fmt_shape, kwargs_code, need_image, register,
+)
+
+
+def resolve_padding(o: dict) -> int | str:
+    """'same' keeps H and W at stride 1 (odd or even kernels); at stride > 1 it pads (k-1)/2 like ResNets."""
+    p = o["padding"]
+    if p == "same":
+        if o["stride"] == 1:
+            return "same" if (o["kernel"] - 1) * o["dilation"] % 2 else o["dilation"] * (o["kernel"] - 1) // 2
+        return o["dilation"] * (o["kernel"] - 1) // 2
+    return p
+
+
+@register
+class Conv(LayerKind):
+    name = "conv"
+    summary = "2-D convolution (nn.Conv2d); padding 'same' by default"
+    main = "out"
+    options = {
+        "out": {**POS_INT, "description": "output channels"},
+        "kernel": {**POS_INT, "default": 3},
+        "stride": {**POS_INT, "default": 1},
+        "padding": {"anyOf": [{"type": "integer", "minimum": 0}, {"enum": ["same", "valid"]}], "default": "same",
+                    "description": "'same', 'valid' (0) or an integer"},
+        "dilation": {**POS_INT, "default": 1},
+        "groups": {**POS_INT, "default": 1},
+        "bias": {**BOOL, "default": True},
+    }
+    required = ("out",)
+    example = "conv: {out: 64, kernel: 5, padding: 0}"
+
+    def _check(self, o: dict, shape):
+        c, h, w = need_image(shape, "conv")
+        if o["padding"] == "valid":
+            o["padding"] = 0
+        if c % o["groups"] or o["out"] % o["groups"]:
+            raise ShapeError(f"groups={o['groups']} must divide input channels {c} and out {o['out']}")
+        return c, h, w
+
+    def output_shape(self, o, shape):
+        c, h, w = self._check(o, shape)
+        pad = resolve_padding(o)
+        if pad == "same":
+            return (o["out"], h, w)
+        oh = conv_out(h, o["kernel"], o["stride"], pad, o["dilation"])
+        ow = conv_out(w, o["kernel"], o["stride"], pad, o["dilation"])
+        if oh < 1 or ow < 1:
+            raise ShapeError(
+                f"kernel {o['kernel']} (padding {pad}, stride {o['stride']}) does not fit the "
+                f"{h}x{w} input {fmt_shape(shape)}: output would be {oh}x{ow}"
+            )
+        return (o["out"], oh, ow)
+
+    def build(self, o, shape):
+        from torch import nn
+
+        return nn.Conv2d(shape[0], o["out"], o["kernel"], stride=o["stride"], padding=resolve_padding(o),
+                         dilation=o["dilation"], groups=o["groups"], bias=o["bias"])
+
+    def macs(self, o, shape, out):
+        return out[0] * out[1] * out[2] * (shape[0] // o["groups"]) * o["kernel"] ** 2
+
+    def code(self, o, shape):
+        extra = kwargs_code({"stride": o["stride"], "padding": resolve_padding(o), "dilation": o["dilation"],
+                             "groups": o["groups"], "bias": o["bias"]},
+                            {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True})
+        return f"nn.Conv2d({shape[0]}, {o['out']}, {o['kernel']}{extra})"

@@ -1,0 +1,69 @@
+"""`module`: any nn.Module by import path. Opt-in only (`--allow-import` / allow_import=True),
+because importing a module runs its code: a spec someone sent you must not do that silently.
+
+The output shape is found by running the module once on a meta tensor (no memory, no compute).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from archspec.layers.base import LayerKind, ShapeError, register
+
+
+def load_class(target: str):
+    mod_name, _, attr = target.partition(":")
+    if not mod_name or not attr:
+        raise ShapeError(f'import must look like "package.module:ClassName", got "{target}"')
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ShapeError(f"cannot import {mod_name}: {e}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ShapeError(f"{mod_name} has no attribute {attr}")
+        obj = getattr(obj, part)
+    return obj
+
+
+@register
+class CustomModule(LayerKind):
+    name = "module"
+    summary = "any nn.Module by import path (needs --allow-import)"
+    main = "import"
+    options = {
+        "import": {"type": "string", "description": '"package.module:ClassName"'},
+        "args": {"type": "array", "default": []},
+        "kwargs": {"type": "object", "default": {}},
+    }
+    required = ("import",)
+    example = 'module: {import: "torch.nn:GELU"}'
+
+    def _make(self, o):
+        cls = load_class(o["import"])
+        try:
+            return cls(*o["args"], **o["kwargs"])
+        except Exception as e:  # user code: report, do not crash
+            raise ShapeError(f"constructing {o['import']} failed: {type(e).__name__}: {e}") from None
+
+    def output_shape(self, o, shape):
+        import torch
+
+        with torch.device("meta"):
+            mod = self._make(o)
+            try:
+                y = mod(torch.empty(1, *shape))
+            except Exception as e:
+                raise ShapeError(f"{o['import']} fails on input [{', '.join(map(str, shape))}]: {e}") from None
+        if not isinstance(y, torch.Tensor):
+            raise ShapeError(f"{o['import']} must return a tensor")
+        return tuple(y.shape[1:])
+
+    def build(self, o, shape):
+        return self._make(o)
+
+    def code(self, o, shape):
+        mod, _, attr = o["import"].partition(":")
+        args = ", ".join([repr(a) for a in o["args"]] + [f"{k}={v!r}" for k, v in o["kwargs"].items()])
+        return f"__import__({mod!r}, fromlist=[{attr.split('.')[0]!r}]).{attr}({args})"

@@ -1,0 +1,49 @@
+"""`flatten` and `linear`: the classifier head. `in_features` is inferred from the incoming shape."""
+
+from __future__ import annotations
+
+from archspec.layers.base import BOOL, POS_INT, LayerKind, kwargs_code, need_flat, prod, register
+
+
+@register
+class Flatten(LayerKind):
+    name = "flatten"
+    summary = "[C, H, W] -> [C*H*W]"
+    example = "flatten"
+
+    def output_shape(self, o, shape):
+        return (prod(shape),)
+
+    def build(self, o, shape):
+        from torch import nn
+
+        return nn.Flatten()
+
+    def code(self, o, shape):
+        return "nn.Flatten()"
+
+
+@register
+class Linear(LayerKind):
+    name = "linear"
+    aliases = ("fc",)
+    summary = "fully connected layer (nn.Linear); needs a flat input"
+    main = "out"
+    options = {"out": {**POS_INT, "description": "output features"}, "bias": {**BOOL, "default": True}}
+    required = ("out",)
+    example = "linear: 512"
+
+    def output_shape(self, o, shape):
+        need_flat(shape, "linear")
+        return (o["out"],)
+
+    def build(self, o, shape):
+        from torch import nn
+
+        return nn.Linear(shape[0], o["out"], bias=o["bias"])
+
+    def macs(self, o, shape, out):
+        return shape[0] * o["out"]
+
+    def code(self, o, shape):
+        return f"nn.Linear({shape[0]}, {o['out']}{kwargs_code({'bias': o['bias']}, {'bias': True})})"

@@ -1,0 +1,44 @@
+"""`bn`: batch normalisation; BatchNorm2d for images, BatchNorm1d for flat features, picked by shape."""
+
+from __future__ import annotations
+
+from archspec.layers.base import BOOL, LayerKind, ShapeError, fmt_shape, kwargs_code, register
+
+_NUM = {"type": "number", "exclusiveMinimum": 0}
+
+
+@register
+class BatchNorm(LayerKind):
+    name = "bn"
+    aliases = ("batchnorm",)
+    summary = "batch norm; 1d or 2d chosen from the input shape"
+    options = {
+        "momentum": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
+        "eps": {**_NUM, "default": 1e-5},
+        "affine": {**BOOL, "default": True},
+    }
+    example = "bn: {momentum: 0.01}"
+
+    def _cls(self, shape):
+        if len(shape) == 3:
+            return "BatchNorm2d"
+        if len(shape) == 1:
+            return "BatchNorm1d"
+        raise ShapeError(f"bn needs [C, H, W] or [features], got {fmt_shape(shape)}")
+
+    def output_shape(self, o, shape):
+        self._cls(shape)
+        return shape
+
+    def build(self, o, shape):
+        from torch import nn
+
+        return getattr(nn, self._cls(shape))(shape[0], eps=o["eps"], momentum=o["momentum"], affine=o["affine"])
+
+    def macs(self, o, shape, out):
+        return 0
+
+    def code(self, o, shape):
+        extra = kwargs_code({"eps": o["eps"], "momentum": o["momentum"], "affine": o["affine"]},
+                            {"eps": 1e-5, "momentum": 0.1, "affine": True})
+        return f"nn.{self._cls(shape)}({shape[0]}{extra})"

@@ -1,0 +1,110 @@
+"""Pooling kinds: `pool` (max or avg), its aliases `maxpool`/`avgpool`, `gap` and `adaptive_pool`."""
+
+from __future__ import annotations
+
+from archspec.layers.base import (
+    NONNEG_INT, POS_INT, LayerKind, ShapeError, conv_out, fmt_shape, kwargs_code, need_image, register,
+)
+
+
+class _Pool(LayerKind):
+    main = "size"
+    default_type = "max"
+    options = {
+        "size": {**POS_INT, "default": 2, "description": "window size"},
+        "stride": {"anyOf": [POS_INT, {"type": "null"}], "default": None, "description": "default: = size"},
+        "padding": {**NONNEG_INT, "default": 0},
+        "type": {"enum": ["max", "avg"], "default": "max"},
+    }
+
+    def _type(self, o):
+        return o.get("type") or self.default_type
+
+    def output_shape(self, o, shape):
+        c, h, w = need_image(shape, self.name)
+        s = o["stride"] or o["size"]
+        if o["padding"] * 2 > o["size"]:
+            raise ShapeError(f"padding {o['padding']} must be at most half the window size {o['size']}")
+        oh, ow = conv_out(h, o["size"], s, o["padding"]), conv_out(w, o["size"], s, o["padding"])
+        if oh < 1 or ow < 1:
+            raise ShapeError(
+                f"a {o['size']}x{o['size']} window does not fit the {h}x{w} map of {fmt_shape(shape)}: "
+                f"the output would be {max(oh, 0)}x{max(ow, 0)} (too many pools for this input size?)"
+            )
+        return (c, oh, ow)
+
+    def build(self, o, shape):
+        from torch import nn
+
+        cls = nn.MaxPool2d if self._type(o) == "max" else nn.AvgPool2d
+        return cls(o["size"], stride=o["stride"] or o["size"], padding=o["padding"])
+
+    def code(self, o, shape):
+        cls = "nn.MaxPool2d" if self._type(o) == "max" else "nn.AvgPool2d"
+        extra = kwargs_code({"stride": o["stride"] or o["size"], "padding": o["padding"]},
+                            {"stride": o["size"], "padding": 0})
+        return f"{cls}({o['size']}{extra})"
+
+
+@register
+class Pool(_Pool):
+    name = "pool"
+    summary = "max (default) or average pooling; `pool: 2` = MaxPool2d(2)"
+    example = "pool: {size: 3, stride: 2, padding: 1}"
+
+
+@register
+class MaxPool(_Pool):
+    name = "maxpool"
+    summary = "max pooling (same options as pool)"
+    options = {k: v for k, v in _Pool.options.items() if k != "type"}
+    example = "maxpool: 2"
+
+
+@register
+class AvgPool(_Pool):
+    name = "avgpool"
+    summary = "average pooling (same options as pool)"
+    default_type = "avg"
+    options = {k: v for k, v in _Pool.options.items() if k != "type"}
+    example = "avgpool: 2"
+
+
+@register
+class AdaptivePool(LayerKind):
+    name = "adaptive_pool"
+    summary = "adaptive pooling to a fixed output size (AdaptiveAvgPool2d / AdaptiveMaxPool2d)"
+    main = "size"
+    options = {"size": {**POS_INT, "default": 1}, "type": {"enum": ["max", "avg"], "default": "avg"}}
+    example = "adaptive_pool: {size: 2, type: max}"
+
+    def output_shape(self, o, shape):
+        c, _, _ = need_image(shape, self.name)
+        return (c, o["size"], o["size"])
+
+    def build(self, o, shape):
+        from torch import nn
+
+        return (nn.AdaptiveAvgPool2d if o["type"] == "avg" else nn.AdaptiveMaxPool2d)(o["size"])
+
+    def code(self, o, shape):
+        return f"nn.Adaptive{'Avg' if o['type'] == 'avg' else 'Max'}Pool2d({o['size']})"
+
+
+@register
+class GlobalAvgPool(LayerKind):
+    name = "gap"
+    summary = "global average pool: [C, H, W] -> [C, 1, 1] (AdaptiveAvgPool2d(1))"
+    example = "gap"
+
+    def output_shape(self, o, shape):
+        c, _, _ = need_image(shape, self.name)
+        return (c, 1, 1)
+
+    def build(self, o, shape):
+        from torch import nn
+
+        return nn.AdaptiveAvgPool2d(1)
+
+    def code(self, o, shape):
+        return "nn.AdaptiveAvgPool2d(1)"

@@ -1,0 +1,506 @@
+"""The training loop: one spec + one recipe -> a run directory with metrics, plots and checkpoints.
+
+Design notes (why it looks the way it does):
+
+* One optimisation step lives in `train_step` and one pass over the training set in
+  `_train_epoch`, so multi-GPU training later only has to shard the loader (`rank/world_size` in
+  `make_loaders`) and wrap the model in DDP; `_unwrap` already strips such wrappers for saving.
+* No per-step host syncs: loss sum and correct count are accumulated as device tensors and read
+  every `SYNC_EVERY` steps (progress bar + divergence check) and at the end of the epoch.
+* Exact resume: the checkpoint written at the end of every epoch (and an "epoch 0" one before
+  training) holds model, optimizer, scheduler, scaler, every RNG state and the metrics so far.
+  The data order is a function of (seed, epoch) (`loader.set_epoch`), so a resumed run replays
+  exactly what an uninterrupted one would have done.
+* Files are written atomically (archspec.io) and metrics rewritten whole, so `kill -9` at any
+  instant leaves a consistent, resumable run directory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from archspec.errors import ArchspecError
+from archspec.io import atomic_write_bytes, torch_save_bytes
+from archspec.train import checkpoint as ckpt_mod
+from archspec.train.device import (
+    Precision,
+    configure_backends,
+    resolve_device,
+    resolve_precision,
+    wants_channels_last,
+)
+from archspec.train.evaluate import evaluate_loader
+from archspec.train.report import Reporter
+from archspec.train.rundir import (
+    check_writable,
+    new_run_dir,
+    use_run_dir,
+    write_metrics,
+    write_summary,
+    write_yaml,
+)
+from archspec.train.stop import StopRequest
+
+SYNC_EVERY = 25  # steps between reads of the running loss (progress bar, divergence check)
+DIVERGENCE_FACTOR = 10.0  # running loss above this multiple of the first loss = diverged
+
+STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_DIVERGED = "completed", "interrupted", "diverged"
+
+
+@dataclass
+class RunResult:
+    """What `train` returns; the same facts are in `run_dir/summary.json`."""
+
+    status: str  # completed | interrupted | diverged
+    run_dir: Path
+    epochs_completed: int
+    epochs: int
+    best_test_acc: float | None
+    best_epoch: int | None
+    final_test_acc: float | None
+    final_test_loss: float | None
+    params: int
+    train_seconds: float
+    images_per_second: float
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+    resume_command: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    """Everything that evolves during a run and must survive a resume."""
+
+    epoch: int = 0  # completed epochs
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    best_test_acc: float | None = None
+    best_epoch: int | None = None
+    first_loss: float | None = None
+    lr_history: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0  # wall time of completed epochs (train + eval)
+    train_phase_seconds: float = 0.0  # training steps only, for throughput
+    images_seen: int = 0
+
+
+@dataclass
+class _EpochOutcome:
+    steps: int
+    images: int
+    loss: float
+    acc: float
+    seconds: float
+    stopped: bool = False
+    diverged: str | None = None
+    lr: float = 0.0
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside DDP / torch.compile wrappers (what checkpoints store)."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+
+
+def _current_lr(optimizer: torch.optim.Optimizer) -> float:
+    lr = optimizer.param_groups[0]["lr"]
+    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
+
+
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, criterion, optimizer,
+               precision: Precision, device: torch.device, scaler=None, grad_clip: float | None = None,
+               channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step. Returns (loss, logits), detached and still on the device."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with precision.autocast(device):
+        logits = model(x)
+        loss = criterion(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def _divergence(window_loss: float, total_is_finite: bool, first_loss: float | None) -> str | None:
+    if not total_is_finite or not math.isfinite(window_loss):
+        return "the loss became NaN/inf"
+    if first_loss is not None and first_loss > 0 and window_loss > DIVERGENCE_FACTOR * first_loss:
+        return (f"the running loss {window_loss:.4g} is more than {DIVERGENCE_FACTOR:g}x "
+                f"the first loss {first_loss:.4g}")
+    return None
+
+
+def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, criterion, optimizer, scheduler,
+                 sched_per_batch: bool, precision: Precision, device: torch.device, scaler, grad_clip,
+                 channels_last: bool, stop: StopRequest, reporter: Reporter) -> _EpochOutcome:
+    """One pass over the training set; stops early (flags in the outcome) on a stop request or divergence."""
+    model.train()
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64
+    loss_sum = torch.zeros((), dtype=acc_dtype, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    first_loss_t: torch.Tensor | None = None
+    images = steps = 0
+    synced_loss, synced_images = 0.0, 0
+    lr = _current_lr(optimizer)
+    start = time.perf_counter()
+    steps_total = len(loader)
+
+    def sync() -> tuple[str | None, float, float]:
+        """Read the device counters once; check for divergence since the last read."""
+        nonlocal synced_loss, synced_images
+        total_loss, hits = torch.stack([loss_sum.double(), correct.double()]).tolist()
+        if first_loss_t is not None and state.first_loss is None:
+            state.first_loss = float(first_loss_t.item())
+        window = (total_loss - synced_loss) / max(1, images - synced_images)
+        problem = _divergence(window, math.isfinite(total_loss), state.first_loss)
+        synced_loss, synced_images = total_loss, images
+        return problem, total_loss / max(1, images), hits / max(1, images)
+
+    with reporter.epoch(epoch, epochs, steps_total) as bar:
+        for x, y in loader:
+            lr = _current_lr(optimizer)
+            loss, logits = train_step(model, x, y, criterion=criterion, optimizer=optimizer, precision=precision,
+                                      device=device, scaler=scaler, grad_clip=grad_clip,
+                                      channels_last=channels_last)
+            if sched_per_batch and scheduler is not None:
+                scheduler.step()
+            state.lr_history.append(lr)
+            batch = int(y.shape[0])
+            if state.first_loss is None and first_loss_t is None:
+                first_loss_t = loss.float()  # read at the next sync, not now
+            loss_sum += loss.to(acc_dtype) * batch
+            correct += (logits.argmax(dim=1) == y).sum()
+            images += batch
+            steps += 1
+            bar.step()
+            if steps % SYNC_EVERY == 0 and steps < steps_total:
+                problem, mean_loss, mean_acc = sync()
+                if problem:
+                    return _EpochOutcome(steps, images, mean_loss, mean_acc, time.perf_counter() - start,
+                                         diverged=problem, lr=lr)
+                bar.stats(loss=mean_loss, acc=mean_acc, lr=lr,
+                          ips=images / max(1e-9, time.perf_counter() - start))
+            if stop.requested:
+                return _EpochOutcome(steps, images, float("nan"), float("nan"), time.perf_counter() - start,
+                                     stopped=True, lr=lr)
+    if steps == 0:
+        raise ArchspecError("the training set is empty (check --limit-train and the dataset)")
+    problem, mean_loss, mean_acc = sync()
+    return _EpochOutcome(steps, images, mean_loss, mean_acc, time.perf_counter() - start, diverged=problem, lr=lr)
+
+
+def _pick_dataset(spec, recipe, dataset: str | None) -> str:
+    ds = dataset or getattr(spec, "dataset", None) or getattr(recipe, "dataset", None)
+    if not ds:
+        raise ArchspecError(f'spec "{spec.name}" names no dataset: add `dataset:` to it or pass --data NAME')
+    return str(ds)
+
+
+def _checkpoint_payload(*, model, optimizer, scheduler, sched_interval, scaler, state: _State, spec, fingerprint,
+                        recipe_dict, dataset, device) -> dict[str, Any]:
+    model_state = _unwrap(model).state_dict()
+    return {
+        "format": ckpt_mod.FORMAT,
+        "version": ckpt_mod.VERSION,
+        "torch_version": torch.__version__,
+        "spec_name": spec.name,
+        "spec_fingerprint": fingerprint,
+        "param_shapes": ckpt_mod.param_shapes(model_state),
+        "recipe": recipe_dict,
+        "dataset": dataset,
+        "epoch": state.epoch,
+        "data_epoch": state.epoch + 1,  # the epoch whose data order comes next
+        "model": model_state,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scheduler_interval": sched_interval,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": ckpt_mod.capture_rng(device),
+        "metrics": [dict(row) for row in state.metrics],
+        "best_test_acc": state.best_test_acc,
+        "best_epoch": state.best_epoch,
+        "first_loss": state.first_loss,
+        "lr_history": torch.tensor(state.lr_history, dtype=torch.float64),
+        "train_seconds": state.train_seconds,
+        "train_phase_seconds": state.train_phase_seconds,
+        "images_seen": state.images_seen,
+    }
+
+
+def _state_from_checkpoint(ckpt: dict[str, Any]) -> _State:
+    return _State(
+        epoch=int(ckpt["epoch"]),
+        metrics=[dict(row) for row in ckpt.get("metrics", [])],
+        best_test_acc=ckpt.get("best_test_acc"),
+        best_epoch=ckpt.get("best_epoch"),
+        first_loss=ckpt.get("first_loss"),
+        lr_history=[float(v) for v in ckpt["lr_history"].tolist()] if ckpt.get("lr_history") is not None else [],
+        train_seconds=float(ckpt.get("train_seconds", 0.0)),
+        train_phase_seconds=float(ckpt.get("train_phase_seconds", 0.0)),
+        images_seen=int(ckpt.get("images_seen", 0)),
+    )
+
+
+def _recipe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [k for k in keys if ckpt_mod.plain(old.get(k)) != ckpt_mod.plain(new.get(k))]
+
+
+def _write_plots(run_dir: Path, state: _State, steps_per_epoch: int, title: str, reporter: Reporter) -> None:
+    from archspec.train.plots import plot_curves, plot_lr
+
+    try:
+        plot_curves(state.metrics, run_dir / "curves.png", title=title)
+        plot_lr(state.lr_history, steps_per_epoch, run_dir / "lr.png", title=f"learning rate: {title}")
+    except OSError as exc:  # plots are a convenience: never lose a run over them
+        reporter.note(f"warning: could not write plots: {exc}")
+
+
+def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | None = None, device: str = "auto",
+          run_dir: str | Path | None = None, runs_root: str | Path = "runs", limit_train: int | None = None,
+          limit_test: int | None = None, resume: str | Path | None = None, workers: int | None = None,
+          console: Console | None = None, progress: bool = True, quiet: bool = False,
+          stop_after_epoch: int | None = None) -> RunResult:
+    """Train `spec` (a loaded Spec) with `recipe` (a Recipe); write the run directory; return a RunResult.
+
+    `resume` is a run directory (or its last.pt): the run continues there at the next epoch and
+    ends exactly where an uninterrupted run would. `stop_after_epoch` ends the run cleanly
+    (status "interrupted", resumable) after that epoch: for time-sliced jobs. Ctrl-C/SIGTERM do
+    the same after the current batch. Bad input raises ArchspecError; the status in the result
+    tells completed / interrupted / diverged apart.
+    """
+    from archspec.data.loader import make_loaders
+    from archspec.recipes.build import apply_init, build_loss, build_optimizer, build_scheduler
+
+    import archspec
+
+    reporter = Reporter(console, progress=progress, quiet=quiet)
+    dev = resolve_device(device)
+    precision = resolve_precision(getattr(recipe, "precision", "auto"), dev)
+    configure_backends(dev)
+    recipe_dict = ckpt_mod.plain(recipe.to_dict())
+    fingerprint = ckpt_mod.spec_fingerprint(spec.resolved)
+
+    resumed = None
+    resume_file = None
+    if resume is not None:
+        resume_file = ckpt_mod.checkpoint_path(resume, prefer="last.pt")
+        resumed = ckpt_mod.load_checkpoint(resume_file)
+
+    ds = _pick_dataset(spec, recipe, dataset)
+    if resumed is not None and resumed.get("dataset") and str(resumed["dataset"]) != ds:
+        raise ArchspecError(f'the run was trained on "{resumed["dataset"]}", not "{ds}"', file=str(resume_file),
+                            hint="resume on the same dataset (drop --data, or pass the original one)")
+
+    # Same seed -> same initial weights and same data order, run after run.
+    ckpt_mod.seed_everything(int(recipe.seed))
+    model = archspec.build_model(spec)
+    if getattr(recipe, "init", None):
+        apply_init(model, recipe.init)
+    params = sum(p.numel() for p in model.parameters())
+    if resumed is not None:
+        ckpt_mod.check_compatible(resumed, spec_name=spec.name, fingerprint=fingerprint,
+                                  model_state=model.state_dict(), file=str(resume_file), strict=True)
+
+    # The run directory, checked before any data is loaded or any step is taken.
+    if resumed is not None:
+        out = resume_file.parent
+    elif run_dir is not None:
+        out = use_run_dir(run_dir)
+    else:
+        out = new_run_dir(runs_root, spec.name, recipe.name)
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    check_writable(out, need_bytes=2 * 4 * param_bytes + (16 << 20))  # last+best, weights+optimizer state
+
+    bundle = make_loaders(
+        ds, input_shape=tuple(spec.input_shape), num_classes=spec.num_classes, batch_size=int(recipe.batch_size),
+        augment=recipe.augment, normalize=recipe.normalize, data_dir=data_dir, limit_train=limit_train,
+        limit_test=limit_test, device=str(dev), seed=int(recipe.seed),
+        num_workers=workers if workers is not None else getattr(recipe, "workers", None),
+        rank=0, world_size=1,
+    )
+    steps_per_epoch = len(bundle.train)
+
+    model.to(dev)
+    channels_last = wants_channels_last(model, dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(recipe, model)
+    scheduler, sched_interval = build_scheduler(recipe, optimizer, steps_per_epoch)
+    criterion = build_loss(recipe, spec.num_classes)
+    if hasattr(criterion, "to"):
+        criterion = criterion.to(dev)
+    scaler = torch.amp.GradScaler(dev.type) if precision.use_scaler else None
+    epochs = int(recipe.epochs)
+    eval_every = max(1, int(getattr(recipe, "eval_every", 1) or 1))
+    grad_clip = getattr(recipe, "grad_clip", None)
+    title = f"{spec.name} + {recipe.name} on {ds}"
+
+    def save(state: _State, *, best: bool) -> None:
+        data = torch_save_bytes(_checkpoint_payload(
+            model=model, optimizer=optimizer, scheduler=scheduler, sched_interval=sched_interval, scaler=scaler,
+            state=state, spec=spec, fingerprint=fingerprint, recipe_dict=recipe_dict, dataset=ds, device=dev))
+        atomic_write_bytes(out / "last.pt", data)
+        if best:
+            atomic_write_bytes(out / "best.pt", data)
+
+    if resumed is not None:
+        state = _state_from_checkpoint(resumed)
+        _unwrap(model).load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        if scheduler is not None and resumed.get("scheduler") is not None:
+            scheduler.load_state_dict(resumed["scheduler"])
+        if scaler is not None and resumed.get("scaler") is not None:
+            scaler.load_state_dict(resumed["scaler"])
+        ckpt_mod.restore_rng(resumed["rng"])
+        changed = _recipe_differences(resumed.get("recipe") or {}, recipe_dict)
+        if changed:
+            reporter.note(f"note: the recipe differs from the run's original in: {', '.join(changed)}")
+        write_yaml(out / "recipe.yaml", recipe_dict)
+        write_metrics(out, state.metrics)  # drop any row written after the checkpoint (kill -9 window)
+        reporter.note(f"resuming {out} after epoch {state.epoch}/{epochs}", style="cyan")
+    else:
+        state = _State()
+        write_yaml(out / "spec.yaml", ckpt_mod.plain(spec.resolved))
+        write_yaml(out / "recipe.yaml", recipe_dict)
+        write_metrics(out, state.metrics)
+        save(state, best=False)  # "epoch 0": a kill during epoch 1 is resumable too
+    del resumed
+
+    reporter.header({"spec": spec.name, "recipe": recipe.name, "data": ds, "device": f"{dev} {precision.name}",
+                     "params": f"{params:,}", "run": str(out)})
+    status, message = STATUS_COMPLETED, ""
+    started = time.time()
+    try:
+        with StopRequest() as stop, reporter.live():
+            for epoch in range(state.epoch + 1, epochs + 1):
+                epoch_start = time.perf_counter()
+                bundle.train.set_epoch(epoch)
+                outcome = _train_epoch(
+                    model, bundle.train, epoch=epoch, epochs=epochs, state=state, criterion=criterion,
+                    optimizer=optimizer, scheduler=scheduler, sched_per_batch=sched_interval == "batch",
+                    precision=precision, device=dev, scaler=scaler, grad_clip=grad_clip,
+                    channels_last=channels_last, stop=stop, reporter=reporter)
+                if outcome.stopped:
+                    status = STATUS_INTERRUPTED
+                    del state.lr_history[len(state.lr_history) - outcome.steps:]
+                    message = (f"interrupted ({stop.signal_name}) during epoch {epoch}; "
+                               f"last.pt holds epoch {state.epoch}")
+                    break
+                if outcome.diverged:
+                    status = STATUS_DIVERGED
+                    del state.lr_history[len(state.lr_history) - outcome.steps:]
+                    message = (f"training diverged in epoch {epoch} at learning rate {outcome.lr:.4g}: "
+                               f"{outcome.diverged}. Stopped; checkpoints of epoch {state.epoch} are kept. "
+                               f"Try a lower learning rate (e.g. --lr {outcome.lr / 10:.2g})")
+                    break
+                if sched_interval != "batch" and scheduler is not None:
+                    scheduler.step()
+                test_loss = test_acc = None
+                if epoch % eval_every == 0 or epoch == epochs:
+                    test_loss, test_acc, *_ = evaluate_loader(model, bundle.test, device=dev, precision=precision,
+                                                              channels_last=channels_last)
+                epoch_seconds = time.perf_counter() - epoch_start
+                row = {"epoch": epoch, "train_loss": outcome.loss, "train_acc": outcome.acc,
+                       "test_loss": test_loss, "test_acc": test_acc, "lr": outcome.lr,
+                       "epoch_seconds": epoch_seconds,
+                       "images_per_second": outcome.images / max(outcome.seconds, 1e-9)}
+                improved = test_acc is not None and (state.best_test_acc is None or test_acc > state.best_test_acc)
+                if improved:
+                    state.best_test_acc, state.best_epoch = test_acc, epoch
+                state.epoch = epoch
+                state.metrics.append(row)
+                state.train_seconds += epoch_seconds
+                state.train_phase_seconds += outcome.seconds
+                state.images_seen += outcome.images
+                save(state, best=improved)
+                write_metrics(out, state.metrics)
+                write_summary(out, _summary(STATUS_COMPLETED if epoch == epochs else "running", "", state=state,
+                                            spec=spec, recipe=recipe, ds=ds, dev=dev, precision=precision,
+                                            params=params, epochs=epochs, out=out, started=started))
+                _write_plots(out, state, steps_per_epoch, title, reporter)
+                reporter.epoch_row(row, epochs)
+                if epoch < epochs and (stop.requested or (stop_after_epoch is not None
+                                                          and epoch >= stop_after_epoch)):
+                    status = STATUS_INTERRUPTED
+                    reason = stop.signal_name if stop.requested else f"stop_after_epoch={stop_after_epoch}"
+                    message = f"stopped ({reason}) after epoch {epoch}"
+                    break
+    except torch.OutOfMemoryError:
+        raise ArchspecError(f"out of GPU memory with batch size {recipe.batch_size}",
+                            hint=f"try a smaller --batch-size (e.g. {max(1, int(recipe.batch_size) // 2)}) "
+                                 "or a smaller model") from None
+
+    summary = _summary(status, message, state=state, spec=spec, recipe=recipe, ds=ds, dev=dev, precision=precision,
+                       params=params, epochs=epochs, out=out, started=started)
+    write_metrics(out, state.metrics)
+    write_summary(out, summary)
+    _write_plots(out, state, steps_per_epoch, title, reporter)
+
+    resume_cmd = None
+    if status != STATUS_COMPLETED:
+        reporter.note(message, style="red" if status == STATUS_DIVERGED else "yellow")
+    if status == STATUS_INTERRUPTED:
+        resume_cmd = f"archspec train {spec.path or spec.name} --resume {out}"
+        reporter.note(f"resume with: {resume_cmd}", style="yellow")
+    reporter.summary(summary)
+    return RunResult(
+        status=status, run_dir=out, epochs_completed=state.epoch, epochs=epochs,
+        best_test_acc=state.best_test_acc, best_epoch=state.best_epoch,
+        final_test_acc=summary["final_test_acc"], final_test_loss=summary["final_test_loss"], params=params,
+        train_seconds=state.train_seconds, images_per_second=summary["images_per_second"],
+        metrics=list(state.metrics), message=message, resume_command=resume_cmd, summary=summary)
+
+
+def _summary(status: str, message: str, *, state: _State, spec, recipe, ds, dev, precision, params, epochs, out,
+             started) -> dict[str, Any]:
+    last_eval = next((row for row in reversed(state.metrics) if row.get("test_acc") is not None), None)
+    last = state.metrics[-1] if state.metrics else {}
+    return {
+        "status": status,
+        "message": message,
+        "spec": spec.name,
+        "spec_path": str(spec.path) if spec.path else None,
+        "recipe": recipe.name,
+        "dataset": ds,
+        "epochs": state.epoch,
+        "epochs_planned": epochs,
+        "best_test_acc": state.best_test_acc,
+        "best_epoch": state.best_epoch,
+        "final_test_acc": last_eval.get("test_acc") if last_eval else None,
+        "final_test_loss": last_eval.get("test_loss") if last_eval else None,
+        "final_train_loss": last.get("train_loss"),
+        "final_train_acc": last.get("train_acc"),
+        "params": params,
+        "train_seconds": state.train_seconds,
+        "images_per_second": state.images_seen / state.train_phase_seconds if state.train_phase_seconds else 0.0,
+        "images_seen": state.images_seen,
+        "device": str(dev),
+        "precision": precision.name,
+        "torch": torch.__version__,
+        "seed": int(recipe.seed),
+        "batch_size": int(recipe.batch_size),
+        "run_dir": str(out),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
+        "session_seconds": time.time() - started,
+    }
