@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from archspec.errors import ArchspecError
 
@@ -32,7 +33,7 @@ err_console = Console(stderr=True)
 def fail(error: ArchspecError | str, code: int = 2) -> None:
     """Print a user error as one line (plus an optional hint line) and exit."""
     text = str(error)
-    err_console.print(f"[bold red]error:[/] {text}", highlight=False, markup=True, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     hint = getattr(error, "hint", None)
     if hint:
         err_console.print(hint, highlight=False, markup=False, soft_wrap=True)
@@ -115,13 +116,14 @@ def validate(
             loaded = load_spec(path, dataset=data, allow_import=allow_import)
         except ArchspecError as e:
             failed += 1
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             if e.hint:
                 err_console.print(e.hint, highlight=False, markup=False)
             continue
         n = sum(1 for _ in loaded.walk())
-        console.print(f"[green]ok[/] {path}: {loaded.name}, {fmt_shape(loaded.input_shape)} -> "
-                      f"{fmt_shape(loaded.output_shape)}, {n} layers", highlight=False)
+        console.print(f"[green]ok[/] {escape(str(path))}: {escape(loaded.name)}, "
+                      f"{escape(fmt_shape(loaded.input_shape))} -> {escape(fmt_shape(loaded.output_shape))}, "
+                      f"{n} layers", highlight=False)
     if failed:
         raise typer.Exit(2)
 
@@ -153,6 +155,116 @@ def show(
         print(yaml.safe_dump(loaded.source, sort_keys=False, default_flow_style=None), end="")
     else:
         print(yaml.safe_dump(loaded.resolved, sort_keys=False, default_flow_style=None), end="")
+
+
+# --- train / eval (archspec/train) -------------------------------------------------------------
+
+TRAIN_EXIT_CODES = {"completed": 0, "interrupted": 130, "diverged": 3}
+
+
+@app.command()
+@user_errors
+def train(
+    spec: SpecArg,
+    recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="recipe name or YAML path "
+                                               "(default: the spec's `recipe:`, else adam)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="override the batch size", min=1)] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="override the learning rate")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override any recipe key: --set "
+                                                   "optimizer.momentum=0.9 (repeatable)")] = None,
+    data: DataOpt = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
+    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
+    = None,
+    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    seed: Annotated[int | None, typer.Option(help="random seed (same as --set seed=N)")] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="parent of new run directories")] = Path("runs"),
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="exact run directory (default: "
+                                                 "RUNS_DIR/<spec>-<recipe>-<time>)")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="continue the run in this directory "
+                                                "from its last.pt")] = None,
+    workers: Annotated[int | None, typer.Option(help="data-loading worker processes", min=0)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or per-epoch rows")] = False,
+    allow_import: AllowImportOpt = False,
+) -> None:
+    """Train a spec with a recipe; writes runs/<spec>-<recipe>-<time>/ (metrics, plots, checkpoints).
+
+    Exit codes: 0 completed, 2 bad input, 3 diverged, 130 interrupted (resumable with --resume).
+
+    Example: archspec train specs/mnist_quick.yaml --recipe quick --epochs 2 --set seed=1
+    """
+    from archspec.recipes import load_recipe
+    from archspec.spec.loader import load_spec
+    from archspec.train.loop import train as run_training
+
+    loaded = load_spec(spec, dataset=data, allow_import=allow_import)
+    overrides = list(set_ or [])
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    recipe_ref: str | None = recipe
+    if recipe_ref is None and resume is not None and (Path(resume) / "recipe.yaml").is_file():
+        recipe_ref = str(Path(resume) / "recipe.yaml")  # continue with the run's own recipe
+    if recipe_ref is None:
+        recipe_ref = loaded.recipe or "adam"
+    resolved_recipe = load_recipe(recipe_ref, overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr)
+    result = run_training(
+        loaded, resolved_recipe, dataset=data, data_dir=data_dir, device=device, run_dir=run_dir,
+        runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
+        console=console, progress=not quiet, quiet=quiet,
+    )
+    code = TRAIN_EXIT_CODES.get(result.status, 1)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    spec: SpecArg,
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="a .pt file, or a run directory "
+                                             "(uses its best.pt)", show_default=False)],
+    data: DataOpt = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
+    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="evaluation batch size", min=1)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
+    allow_import: AllowImportOpt = False,
+) -> None:
+    """Evaluate a checkpoint on the test set: loss, accuracy and a per-class accuracy table.
+
+    Example: archspec eval specs/mnist_quick.yaml --checkpoint runs/mnist_quick-quick-20250101-120000
+    """
+    import json
+
+    from rich.table import Table
+
+    from archspec.spec.loader import load_spec
+    from archspec.train.evaluate import evaluate
+
+    loaded = load_spec(spec, dataset=data, allow_import=allow_import)
+    result = evaluate(loaded, checkpoint, dataset=data, data_dir=data_dir, device=device, limit_test=limit_test,
+                      batch_size=batch_size)
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if json_out:
+        print(json.dumps({"checkpoint": result.checkpoint, "epoch": result.epoch, "test_loss": result.test_loss,
+                          "test_acc": result.test_acc, "images": result.num_images,
+                          "per_class": [{"class": c, "correct": k, "total": t, "acc": a}
+                                        for c, k, t, a in result.per_class]}, indent=1))
+        return
+    console.print(f"{result.checkpoint} (epoch {result.epoch}) on {result.num_images:,} test images: "
+                  f"test loss {result.test_loss:.4f}, test accuracy {100 * result.test_acc:.2f}%", highlight=False)
+    table = Table(title="per-class accuracy")
+    table.add_column("class")
+    table.add_column("correct", justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("accuracy", justify="right")
+    for name, correct, total, acc in result.per_class:
+        table.add_row(str(name), str(correct), str(total), "-" if total == 0 else f"{100 * acc:.2f}%")
+    console.print(table)
 
 
 def main() -> None:

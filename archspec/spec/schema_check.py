@@ -19,6 +19,8 @@ def dotted(path) -> str:
     """("layers", 3, "conv", "out") -> "layers[3].conv.out"."""
     out = ""
     for part in path:
+        if part == "<key>":
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -62,7 +64,7 @@ def message_for(error: ValidationError) -> tuple[tuple, str]:
         allowed = list(error.schema.get("properties", {}))
         extras = [k for k in inst if k not in allowed] if isinstance(inst, dict) else []
         key = extras[0] if extras else "?"
-        return path + (key,), f'unknown key "{key}"{did_you_mean(key, allowed)}; allowed: {", ".join(allowed)}'
+        return path + (key, "<key>"), f'unknown key "{key}"{did_you_mean(key, allowed)}; allowed: {", ".join(allowed)}'
     if v == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return path, f'missing required key "{missing}"'
