@@ -54,7 +54,7 @@ class Parallel(nn.Module):
     """Run every path on the same input and merge: sum, mean, concat (channels) or gated.
 
     `gated` learns per-sample path weights from the input: global average pool, linear, softmax
-    (the adaptive Block of coursework report 003).
+    (the adaptive Block of the coursework report by Ngoc Bach Nguyen).
     """
 
     def __init__(self, paths: list[nn.Module], merge: str = "sum", in_channels: int | None = None):

@@ -51,7 +51,7 @@ TOP_LEVEL = {
 def _loose(option_schema: dict) -> dict:
     """An option's schema before variables are substituted: also accept an expression string."""
     clean = {k: v for k, v in option_schema.items() if k not in ("default",)}
-    return {"anyOf": [clean, {"type": "string", "pattern": r"^\$"}], **(
+    return {"anyOf": [clean, {"type": "string", "description": "$name, ${expression} or a var name"}], **(
         {"default": option_schema["default"]} if "default" in option_schema else {})}
 
 

@@ -41,6 +41,7 @@ from archspec.train.report import Reporter
 from archspec.train.rundir import (
     check_writable,
     new_run_dir,
+    remove_stale_temp_files,
     use_run_dir,
     write_metrics,
     write_summary,
@@ -373,6 +374,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
         if scaler is not None and resumed.get("scaler") is not None:
             scaler.load_state_dict(resumed["scaler"])
         ckpt_mod.restore_rng(resumed["rng"])
+        remove_stale_temp_files(out)
         changed = _recipe_differences(resumed.get("recipe") or {}, recipe_dict)
         if changed:
             reporter.note(f"note: the recipe differs from the run's original in: {', '.join(changed)}")

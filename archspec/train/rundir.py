@@ -137,3 +137,18 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 def write_yaml(path: Path, data: Any) -> None:
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[str]:
+    """Delete temp files left by a write that was killed before its rename (`.name.XXXX.tmp`).
+
+    They are harmless (the real files are intact) but would accumulate over many kill/resume cycles.
+    """
+    removed = []
+    for path in run_dir.glob(".*.tmp"):
+        try:
+            path.unlink()
+            removed.append(path.name)
+        except OSError:
+            pass
+    return removed

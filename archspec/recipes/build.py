@@ -1,0 +1,332 @@
+"""Turn a `Recipe` into torch objects: optimizer, LR scheduler, loss, weight init, LR curve/plot.
+
+Schedules are assembled from `torch.optim.lr_scheduler` pieces (LinearLR, ConstantLR,
+CosineAnnealingLR, ExponentialLR, StepLR, MultiStepLR, chained by SequentialLR; or OneCycleLR),
+never from hand-written lambdas, so checkpoints hold ordinary scheduler state and the curves are
+the ones torch users know. Chaining them naively has well-known traps, handled here:
+
+* LinearLR and ConstantLR only take factors <= 1, but a recipe may warm up *to* 10x its lr. Each
+  piece therefore gets its own `base_lrs` (``lr * max factor``) and factors divided by that max.
+* At a milestone SequentialLR restarts the next piece from that piece's `base_lrs` (closed form),
+  which for CosineAnnealingLR/ExponentialLR/StepLR would jump back to the optimizer's lr. Decaying
+  pieces get `base_lrs` = the lr where the previous phase ended, so the curve is continuous.
+* The first piece starts from the optimizer group's lr, so that lr (and ``initial_lr``) is set to
+  the first piece's base before the pieces are built.
+
+The resulting curves are checked numerically against closed forms in tests/test_recipes.py.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.optim import lr_scheduler
+
+from archspec.errors import ArchspecError
+from archspec.recipes.recipe import Recipe
+from archspec.recipes.schedule import phase_end_lrs, plan_phases, steps_per_unit
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "adagrad": torch.optim.Adagrad,
+    "rmsprop": torch.optim.RMSprop,
+}
+_FUSED_ON_CUDA = {"sgd", "adam", "adamw"}
+
+NORM_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+    nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
+) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+
+INIT_SCHEMES = ("default", "xavier_uniform", "kaiming_normal")
+_INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+# --- optimizer -------------------------------------------------------------------------------
+
+
+def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
+    """Split the model's parameters into optimizer groups by weight decay and lr multiplier.
+
+    A parameter is tagged ``bias`` (its attribute name is ``bias``) and/or ``norm`` (it belongs to a
+    normalisation layer). Tags listed in ``optimizer.no_decay_on`` get weight_decay 0; its lr is
+    ``lr`` times the product of ``optimizer.lr_mult`` over its tags. Each group records its
+    ``lr_mult`` so schedulers can scale per-group peaks.
+    """
+    cfg = recipe.optimizer
+    owners: dict[int, tuple[nn.Module, str]] = {}
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), (module, pname))
+    groups: dict[tuple[float, float], dict[str, Any]] = {}
+    for _, p in model.named_parameters():
+        module, pname = owners[id(p)]
+        tags = {t for t, hit in (("bias", pname == "bias"), ("norm", isinstance(module, NORM_LAYERS))) if hit}
+        decay = 0.0 if tags & set(cfg.no_decay_on) else cfg.weight_decay
+        mult = 1.0
+        for tag in sorted(tags):
+            mult *= cfg.lr_mult.get(tag, 1.0)
+        group = groups.setdefault((decay, mult), {
+            "params": [], "weight_decay": decay, "lr": cfg.lr * mult, "lr_mult": mult,
+            "name": f"wd={decay:g} lr_mult={mult:g}",
+        })
+        group["params"].append(p)
+    if not groups:
+        raise ArchspecError("the model has no parameters to train")
+    return list(groups.values())
+
+
+def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """The recipe's optimizer over `model`'s parameters (param groups from `param_groups`).
+
+    Build it after moving the model to its device: on CUDA the fused kernels are used where torch
+    has them (SGD, Adam, AdamW); elsewhere torch picks its default (foreach on accelerators).
+    """
+    cfg = recipe.optimizer
+    groups = param_groups(model, recipe)
+    kwargs = cfg.torch_kwargs()
+    params = [p for g in groups for p in g["params"]]
+    if cfg.name in _FUSED_ON_CUDA and all(p.is_cuda and p.is_floating_point() for p in params):
+        kwargs["fused"] = True
+    return OPTIMIZERS[cfg.name](groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+# --- scheduler -------------------------------------------------------------------------------
+
+
+def _group_lrs(recipe: Recipe, optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each group's un-scheduled lr (recipe lr x lr_mult when the group came from `param_groups`)."""
+    return [recipe.optimizer.lr * g["lr_mult"] if "lr_mult" in g else float(g["lr"]) for g in optimizer.param_groups]
+
+
+def _piece(kind: str, p: dict[str, Any], optimizer, length: int, unit: int):
+    """One torch scheduler for a phase of `length` steps; returns (scheduler, scale of its base)."""
+    if kind == "linear":
+        top = max(p["start_factor"], p["end_factor"])
+        return lr_scheduler.LinearLR(optimizer, start_factor=p["start_factor"] / top,
+                                     end_factor=p["end_factor"] / top, total_iters=length), top
+    if kind == "constant":
+        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=length), p["factor"]
+    if kind == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=length, eta_min=p["eta_min"]), None
+    if kind == "exponential":
+        return lr_scheduler.ExponentialLR(optimizer, gamma=p["gamma"] ** (1.0 / unit)), None
+    if kind == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=p["step_size"] * unit, gamma=p["gamma"]), None
+    if kind == "multistep":
+        return lr_scheduler.MultiStepLR(optimizer, milestones=[m * unit for m in p["milestones"]],
+                                        gamma=p["gamma"]), None
+    raise ValueError(f"unknown schedule piece {kind}")  # pragma: no cover - schema-checked
+
+
+def build_scheduler(
+    recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> tuple[lr_scheduler.LRScheduler, str]:
+    """The recipe's LR scheduler and when to step it: ``"batch"`` (after every optimizer step) or
+    ``"epoch"`` (once after every epoch). Call it once, on a freshly built optimizer, and before
+    loading a checkpoint's optimizer/scheduler state.
+    """
+    if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+        raise ArchspecError(f"steps per epoch must be a positive integer, got {steps_per_epoch!r}")
+    schedule = recipe.schedule
+    unit = steps_per_unit(schedule, steps_per_epoch)
+    group_lrs = _group_lrs(recipe, optimizer)
+
+    if schedule.onecycle is not None:
+        oc = schedule.onecycle
+        peak = oc.max_lr if oc.max_lr is not None else recipe.optimizer.lr
+        scheduler = lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[peak * lr / recipe.optimizer.lr for lr in group_lrs],
+            total_steps=recipe.epochs * unit,
+            pct_start=oc.pct_start,
+            anneal_strategy=oc.anneal_strategy,
+            cycle_momentum=oc.cycle_momentum,
+            base_momentum=oc.base_momentum,
+            max_momentum=oc.max_momentum,
+            div_factor=oc.div_factor,
+            final_div_factor=oc.final_div_factor,
+            three_phase=oc.three_phase,
+        )
+        return scheduler, schedule.interval
+
+    _, planned = plan_phases(schedule, recipe.epochs, steps_per_epoch)
+    # Where each phase starts (per group), and which phases actually have steps.
+    starts, live = [], []
+    current = list(group_lrs)
+    for pp in planned:
+        if pp.length > 0:
+            live.append(pp)
+            starts.append(current)
+        current = phase_end_lrs(pp.phase, current, group_lrs, pp.length, unit)
+
+    def base_of(pp, scale, start):
+        return [lr * scale for lr in group_lrs] if scale is not None else list(start)
+
+    # The first piece initialises from the groups' lr: make that its base before building anything.
+    first_scale = {"linear": max(live[0].phase.params().get("start_factor") or 0,
+                                 live[0].phase.params().get("end_factor") or 0),
+                   "constant": live[0].phase.params().get("factor")}.get(live[0].phase.type)
+    for group, lr in zip(optimizer.param_groups, base_of(live[0], first_scale, starts[0]), strict=True):
+        group["lr"] = lr
+        group["initial_lr"] = lr
+
+    pieces, milestones = [], []
+    for pp, start in zip(live, starts, strict=True):
+        piece, scale = _piece(pp.phase.type, pp.phase.params(), optimizer, pp.length, unit)
+        piece.base_lrs = base_of(pp, scale, start)
+        pieces.append(piece)
+        if pp is not live[0]:
+            milestones.append(pp.start)
+    if len(pieces) == 1:
+        return pieces[0], schedule.interval
+    return lr_scheduler.SequentialLR(optimizer, pieces, milestones), schedule.interval
+
+
+# --- loss ------------------------------------------------------------------------------------
+
+
+def build_loss(recipe: Recipe, num_classes: int):
+    """``loss(logits, targets) -> scalar``. Targets are class indices, or class probabilities
+    (float [B, C], e.g. from mixup) for all three losses.
+
+    * ``cross_entropy``: `nn.CrossEntropyLoss` with the recipe's label smoothing.
+    * ``nll``: log_softmax of the logits, then negative log-likelihood (the reports' F.nll_loss).
+    * ``mse``: mean squared error between the raw logits and one-hot targets (no softmax), as the
+      reports did; label smoothing, if set, smooths the one-hot targets.
+    """
+    name = recipe.loss.name
+    smoothing = recipe.loss.label_smoothing
+    if name == "cross_entropy":
+        return nn.CrossEntropyLoss(label_smoothing=smoothing)
+
+    if name == "nll":
+        def nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            logp = F.log_softmax(logits.float(), dim=1)
+            if targets.is_floating_point():
+                return -(targets * logp).sum(dim=1).mean()
+            return F.nll_loss(logp, targets)
+
+        return nll
+
+    if name == "mse":
+        def mse(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            logits = logits.float()
+            if not targets.is_floating_point():
+                targets = F.one_hot(targets, num_classes).float()
+            if smoothing:
+                targets = targets * (1.0 - smoothing) + smoothing / num_classes
+            return F.mse_loss(logits, targets)
+
+        return mse
+    raise ArchspecError(f'unknown loss "{name}"')  # pragma: no cover - schema-checked
+
+
+# --- init ------------------------------------------------------------------------------------
+
+
+def apply_init(model: nn.Module, scheme: str) -> nn.Module:
+    """Re-initialise conv/linear weights (biases to zero) with `scheme`; ``default`` keeps torch's.
+
+    ``xavier_uniform`` is what one report tried; ``kaiming_normal`` (fan_in, ReLU gain) suits ReLU
+    nets. Normalisation layers keep weight 1 / bias 0.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ArchspecError(f'unknown init "{scheme}"; choose one of {", ".join(INIT_SCHEMES)}')
+    if scheme == "default":
+        return model
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if not isinstance(module, _INIT_LAYERS):
+                continue
+            if isinstance(module.weight, nn.parameter.UninitializedParameter):
+                raise ArchspecError(f"cannot initialise lazy layer {name or type(module).__name__} before its "
+                                    "first forward pass")
+            if scheme == "xavier_uniform":
+                nn.init.xavier_uniform_(module.weight)
+            else:
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+# --- LR curve and plot -----------------------------------------------------------------------
+
+
+def lr_curve(recipe: Recipe, steps_per_epoch: int = 1) -> list[float]:
+    """The lr of every optimizer step of the run (``epochs * steps_per_epoch`` values).
+
+    Uses the real optimizer class and scheduler objects on a dummy parameter, so what you plot is
+    what training does. For per-epoch schedules each epoch's value repeats `steps_per_epoch` times.
+    """
+    cfg = recipe.optimizer
+    dummy = nn.Parameter(torch.zeros(1))
+    optimizer = OPTIMIZERS[cfg.name]([dummy], lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.torch_kwargs())
+    scheduler, interval = build_scheduler(recipe, optimizer, steps_per_epoch)
+    total = recipe.epochs * steps_per_epoch
+    lrs: list[float] = []
+    for i in range(total):
+        lrs.append(float(optimizer.param_groups[0]["lr"]))
+        if i == total - 1:
+            break
+        optimizer.step()  # no gradient: a no-op that keeps torch's "step order" check satisfied
+        if interval == "batch" or (i + 1) % steps_per_epoch == 0:
+            scheduler.step()
+    return lrs
+
+
+_PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
+
+
+def plot_lr(
+    recipe: Recipe,
+    path: str | Path,
+    steps_per_epoch: int | None = None,
+    *,
+    lrs: Sequence[float] | None = None,
+) -> Path:
+    """Draw the LR curve (x: epochs) to `path` (png/svg/pdf), written atomically.
+
+    `lrs` plots given values (e.g. the lrs a run actually used, one per step) instead of
+    `lr_curve`. `steps_per_epoch` defaults to 1 for per-epoch schedules and 100 for per-batch ones.
+    """
+    from matplotlib.figure import Figure
+
+    from archspec.io import atomic_write_bytes
+
+    target = Path(path)
+    fmt = _PLOT_FORMATS.get(target.suffix.lower())
+    if fmt is None:
+        raise ArchspecError(f'cannot tell the image format of "{target}"; use one of '
+                            f"{', '.join(_PLOT_FORMATS)}", file=str(target))
+    if steps_per_epoch is None:
+        steps_per_epoch = 100 if recipe.schedule.interval == "batch" else 1
+    values = list(lrs) if lrs is not None else lr_curve(recipe, steps_per_epoch)
+    xs = [i / steps_per_epoch for i in range(len(values))]
+
+    fig = Figure(figsize=(7.0, 3.6), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(xs, values, linewidth=1.6, drawstyle="steps-post" if recipe.schedule.interval == "epoch" else "default")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"{recipe.name}: {recipe.optimizer.describe()}, {recipe.schedule.describe()}", fontsize=10)
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.grid(alpha=0.3)
+    ax.set_xlim(0, max(recipe.epochs, xs[-1] if xs else 1))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_bytes(target, buffer.getvalue())
+    except OSError as e:
+        raise ArchspecError(f"cannot write the plot ({e.strerror})", file=str(target)) from None

@@ -1,0 +1,247 @@
+"""Resume: exactness, refusal of foreign checkpoints, Ctrl-C and kill -9 of a real training process.
+
+The exactness test trains 3 epochs straight and 1 + resume-to-3 with dropout, per-sample
+augmentation, Adam and a per-batch cosine schedule (so the RNG, optimizer and scheduler state all
+have to come back) and compares metrics and weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+import archspec
+from archspec.errors import ArchspecError
+from archspec.recipes import load_recipe
+from archspec.train.loop import train
+from archspec.train.rundir import read_metrics_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DROPOUT_SPEC = """
+name: drop
+dataset: synthetic
+input: [3, 8, 8]
+classes: 4
+layers:
+  - conv: {out: 4, kernel: 3, padding: 1}
+  - relu
+  - dropout: 0.3
+  - flatten
+  - linear: classes
+"""
+
+RESUME_RECIPE = """
+name: resumable
+epochs: 3
+batch_size: 16
+optimizer: {name: adam, lr: 0.01}
+schedule: {type: cosine, interval: batch}
+augment: flip_crop
+workers: 0
+seed: 11
+"""
+
+# A slower run for the subprocess tests: each epoch takes a noticeable fraction of a second.
+SLOW_SPEC = """
+name: slow
+dataset: synthetic
+input: [3, 16, 16]
+classes: 4
+layers:
+  - conv: {out: 16, kernel: 3, padding: 1}
+  - relu
+  - conv: {out: 16, kernel: 3, padding: 1}
+  - relu
+  - pool: 2
+  - flatten
+  - linear: classes
+"""
+
+SLOW_RECIPE = """
+name: slowrecipe
+epochs: {epochs}
+batch_size: 32
+optimizer: {{name: sgd, lr: 0.02, momentum: 0.9}}
+seed: 5
+"""
+
+TIMING = ("epoch_seconds", "images_per_second")
+
+
+def _file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def _train(spec_path: Path, recipe_path: Path, **kwargs):
+    spec = archspec.load_spec(spec_path)
+    recipe = load_recipe(str(recipe_path))
+    kwargs.setdefault("limit_train", 48)
+    kwargs.setdefault("limit_test", 32)
+    return train(spec, recipe, device="cpu", console=Console(file=io.StringIO()), **kwargs)
+
+
+def _without_timing(rows):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def test_resume_ends_exactly_where_an_uninterrupted_run_does(tmp_path):
+    spec = _file(tmp_path, "drop.yaml", DROPOUT_SPEC)
+    recipe = _file(tmp_path, "recipe.yaml", RESUME_RECIPE)
+    straight = _train(spec, recipe, run_dir=tmp_path / "straight")
+    assert straight.status == "completed"
+
+    first = _train(spec, recipe, run_dir=tmp_path / "pieces", stop_after_epoch=1)
+    assert first.status == "interrupted" and first.epochs_completed == 1
+    assert "--resume" in first.resume_command
+    second = _train(spec, recipe, resume=tmp_path / "pieces")
+    assert second.status == "completed" and second.run_dir == tmp_path / "pieces"
+
+    assert _without_timing(second.metrics) == _without_timing(straight.metrics)
+    assert [r["epoch"] for r in read_metrics_csv(tmp_path / "pieces" / "metrics.csv")] == [1, 2, 3]
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "pieces" / "last.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert torch.equal(a["lr_history"], b["lr_history"])
+    assert a["scheduler"] == b["scheduler"]
+    assert (a["best_epoch"], a["best_test_acc"]) == (b["best_epoch"], b["best_test_acc"])
+
+
+def test_resume_from_a_finished_run_trains_nothing_more(tmp_path):
+    spec = _file(tmp_path, "drop.yaml", DROPOUT_SPEC)
+    recipe = _file(tmp_path, "recipe.yaml", RESUME_RECIPE.replace("epochs: 3", "epochs: 1"))
+    done = _train(spec, recipe, run_dir=tmp_path / "run")
+    again = _train(spec, recipe, resume=tmp_path / "run")
+    assert again.status == "completed" and again.epochs_completed == 1
+    assert _without_timing(again.metrics) == _without_timing(done.metrics)
+
+
+def test_resume_refuses_a_checkpoint_from_another_spec(tmp_path):
+    spec = _file(tmp_path, "drop.yaml", DROPOUT_SPEC)
+    recipe = _file(tmp_path, "recipe.yaml", RESUME_RECIPE)
+    _train(spec, recipe, run_dir=tmp_path / "run", stop_after_epoch=1)
+
+    wider = _file(tmp_path, "wider.yaml", DROPOUT_SPEC.replace("out: 4,", "out: 8,").replace("drop", "wider", 1))
+    with pytest.raises(ArchspecError) as info:
+        _train(wider, recipe, resume=tmp_path / "run")
+    text = str(info.value)
+    assert 'from spec "drop"' in text and 'layer "conv1.weight" is [4, 3, 3, 3] in the checkpoint' in text
+    assert "[8, 3, 3, 3] in the spec" in text and "state_dict" not in text
+
+    renamed = _file(tmp_path, "renamed.yaml", DROPOUT_SPEC.replace("name: drop", "name: other"))
+    with pytest.raises(ArchspecError, match='checkpoint is from spec "drop", not "other"'):
+        _train(renamed, recipe, resume=tmp_path / "run")
+
+    edited = _file(tmp_path, "edited.yaml", DROPOUT_SPEC.replace("dropout: 0.3", "dropout: 0.5"))
+    with pytest.raises(ArchspecError, match="has changed since this checkpoint was written"):
+        _train(edited, recipe, resume=tmp_path / "run")
+
+    with pytest.raises(ArchspecError, match="no last.pt"):
+        _train(spec, recipe, resume=tmp_path)
+
+
+# --- real processes -------------------------------------------------------------------------
+
+
+def _cmd(spec: Path, *args) -> list[str]:
+    return [sys.executable, "-m", "archspec", "train", str(spec), "--device", "cpu", *map(str, args)]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"training exited early ({proc.returncode}):\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("timed out waiting for the training process")
+        time.sleep(0.02)
+
+
+def _epochs_written(run: Path) -> int:
+    try:
+        return max(0, len((run / "metrics.csv").read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def test_ctrl_c_saves_and_the_run_resumes_without_gaps(tmp_path, cli):
+    epochs = 6
+    spec = _file(tmp_path, "slow.yaml", SLOW_SPEC)
+    recipe = _file(tmp_path, "slow_recipe.yaml", SLOW_RECIPE.format(epochs=epochs))
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(spec, "--recipe", recipe, "--run-dir", run, "--limit-train", 512,
+                                 "--limit-test", 64), cwd=tmp_path, env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(lambda: _epochs_written(run) >= 1, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert f"--resume {run}" in out
+    last = torch.load(run / "last.pt", weights_only=True)
+    done = last["epoch"]
+    assert 1 <= done < epochs
+    assert [r["epoch"] for r in read_metrics_csv(run / "metrics.csv")] == list(range(1, done + 1))
+
+    resumed = cli("train", spec, "--resume", run, "--device", "cpu", "--limit-train", 512, "--limit-test", 64)
+    assert resumed.exit_code == 0, resumed.output
+    assert [r["epoch"] for r in read_metrics_csv(run / "metrics.csv")] == list(range(1, epochs + 1))
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == epochs
+
+
+def test_kill_9_at_random_moments_then_resume_has_each_epoch_once(tmp_path):
+    epochs = 8
+    spec = _file(tmp_path, "slow.yaml", SLOW_SPEC)
+    recipe = _file(tmp_path, "slow_recipe.yaml", SLOW_RECIPE.format(epochs=epochs))
+    run = tmp_path / "run"
+    data = ["--limit-train", 256, "--limit-test", 32]
+    rng = random.Random(1234)
+    proc = subprocess.Popen(_cmd(spec, "--recipe", recipe, "--run-dir", run, *data), cwd=tmp_path, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (run / "last.pt").exists(), proc)  # from here on the run is resumable
+    kills = 0
+    for _ in range(3):
+        time.sleep(rng.uniform(0.0, 1.5))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        kills += 1
+        torch.load(run / "last.pt", weights_only=True)  # never torn
+        proc = subprocess.Popen(_cmd(spec, "--resume", run, *data), cwd=tmp_path, env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert kills >= 1
+    rows = read_metrics_csv(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    jsonl = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(jsonl) == epochs
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == epochs
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
