@@ -256,7 +256,8 @@ def eval_(
                                         for c, k, t, a in result.per_class]}, indent=1))
         return
     console.print(f"{result.checkpoint} (epoch {result.epoch}) on {result.num_images:,} test images: "
-                  f"test loss {result.test_loss:.4f}, test accuracy {100 * result.test_acc:.2f}%", highlight=False)
+                  f"test loss {result.test_loss:.4f}, test accuracy {100 * result.test_acc:.2f}%", highlight=False,
+                  soft_wrap=True)
     table = Table(title="per-class accuracy")
     table.add_column("class")
     table.add_column("correct", justify="right")
@@ -265,6 +266,235 @@ def eval_(
     for name, correct, total, acc in result.per_class:
         table.add_row(str(name), str(correct), str(total), "-" if total == 0 else f"{100 * acc:.2f}%")
     console.print(table)
+
+
+# --- recipes (archspec/recipes) ----------------------------------------------------------------
+
+recipes_app = typer.Typer(
+    help="Training recipes: list the built-ins, show one resolved, plot its learning-rate curve.\n\n"
+    "Example: archspec recipes show warmup_cosine --set optimizer.lr=1e-3",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(recipes_app, name="recipes")
+RecipeArg = Annotated[str, typer.Argument(help="a built-in recipe name or a recipe YAML path", show_default=False)]
+RecipeSetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override a recipe key: --set optimizer.lr=1e-3 (repeatable)")
+]
+
+
+@recipes_app.callback()
+@user_errors
+def recipes_list(ctx: typer.Context) -> None:
+    """List the built-in recipes (run `archspec recipes show NAME` for one in full)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich import box
+    from rich.table import Table
+
+    from archspec.recipes import builtin_recipes
+
+    columns = ("name", "epochs", "batch", "optimizer", "schedule", "description")
+    rows = [[r.name, str(r.epochs), str(r.batch_size), r.optimizer.describe(), r.schedule.describe(), r.description]
+            for r in builtin_recipes()]
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
+    room = max(12, console.width - sum(widths[:-1]) - 3 * len(columns) - 1)  # one line per recipe
+    for row in rows:
+        row[-1] = row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"
+    table = Table(title="built-in recipes", box=box.SIMPLE_HEAD)
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("epochs", "batch") else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@recipes_app.command("show")
+@user_errors
+def recipes_show(recipe: RecipeArg, set_: RecipeSetOpt = None) -> None:
+    """Print a recipe fully resolved (extends and overrides applied) as YAML.
+
+    Example: archspec recipes show adam --set schedule.type=cosine > my-recipe.yaml
+    """
+    from archspec.recipes import load_recipe, recipe_to_yaml
+
+    typer.echo(recipe_to_yaml(load_recipe(recipe, overrides=set_ or [])), nl=False)
+
+
+@recipes_app.command("plot")
+@user_errors
+def recipes_plot(
+    recipe: RecipeArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="image file (.png, .svg, .pdf)")] = Path("lr.png"),
+    steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch", min=1, help="batches per epoch "
+                                                        "(default: 1, or 100 for per-batch schedules)")] = None,
+    set_: RecipeSetOpt = None,
+) -> None:
+    """Draw a recipe's learning-rate curve with the real torch schedulers.
+
+    Example: archspec recipes plot warmup_cosine -o lr.png
+    """
+    from archspec.recipes import load_recipe
+    from archspec.recipes.build import lr_curve, plot_lr
+
+    resolved = load_recipe(recipe, overrides=set_ or [])
+    spe = steps_per_epoch or (100 if resolved.schedule.interval == "batch" else 1)
+    lrs = lr_curve(resolved, spe)
+    path = plot_lr(resolved, output, spe, lrs=lrs)
+    console.print(f"wrote {path} ({len(lrs):,} steps, lr {min(lrs):.3g} to {max(lrs):.3g})", highlight=False)
+
+
+# --- experiments: compare, sweep, report, export (archspec/experiments) -------------------------
+
+RunsArg = Annotated[list[Path], typer.Argument(help="run directories, or folders of run directories",
+                                               show_default=False)]
+SortOpt = Annotated[str | None, typer.Option("--sort", help="sort by a column: test_acc, best_test_acc, time, "
+                                             "params, speed, train_loss, test_loss, or an option like optimizer.lr")]
+
+
+@app.command()
+@user_errors
+def compare(
+    runs: RunsArg,
+    sort: SortOpt = None,
+    csv_out: Annotated[bool, typer.Option("--csv", help="print CSV (raw numbers) instead of a table")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON (raw numbers) instead of a table")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="also write the overlaid accuracy/loss curves "
+                                              "to this PNG")] = None,
+) -> None:
+    """One row per run: spec, recipe, the options that differ between the runs, accuracy, loss, time.
+
+    Example: archspec compare runs/sweep-tutorial-lr --sort test_acc --plot lr.png
+    """
+    from archspec.experiments import compare as cmp
+    from archspec.experiments.runs import find_runs
+
+    if csv_out + json_out + markdown > 1:
+        raise ArchspecError("choose one of --csv, --json, --markdown")
+    table = cmp.compare(find_runs(runs), sort=sort)
+    if plot is not None:
+        cmp.plot(table, plot)
+    if csv_out:
+        print(cmp.to_csv(table), end="")
+    elif json_out:
+        print(cmp.to_json(table))
+    elif markdown:
+        print(cmp.to_markdown(table), end="")
+    else:
+        cmp.print_table(console, table)
+    if plot is not None and not (csv_out or json_out or markdown):
+        console.print(f"wrote {escape(str(plot))}", highlight=False)
+
+
+@app.command()
+@user_errors
+def sweep(
+    specs: Annotated[list[Path], typer.Argument(help="spec YAML files (each is crossed with the grid)",
+                                                show_default=False)],
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="recipe name or YAML path for every cell",
+                                        show_default=False)],
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="KEY=V1,V2,...: one axis of the grid, "
+                                                   "values applied like --set (repeatable)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe key in every cell: "
+                                                   "--set optimizer.momentum=0.9 (repeatable)")] = None,
+    data: DataOpt = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
+    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)] = None,
+    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
+    = None,
+    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    out: Annotated[Path | None, typer.Option("--out", help="folder of the cells' run directories "
+                                             "(default: runs/sweep-<specs>-<grid keys>)")] = None,
+    band: Annotated[bool, typer.Option("--band", help="draw the min-max band of the training loss across "
+                                       "the grid, per spec, to OUT/band.png")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and list the cells; train nothing")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
+    allow_import: AllowImportOpt = False,
+) -> None:
+    """Train every spec with every combination of grid values (resumable), then compare them.
+
+    Re-running the same command skips finished cells and resumes interrupted ones.
+
+    Example: archspec sweep specs/tutorial.yaml --recipe sgd --grid optimizer.lr=0.1,0.01,0.001
+    """
+    from archspec.experiments import compare as cmp
+    from archspec.experiments import sweep as sw
+    from archspec.experiments.runs import is_run_dir, load_run
+
+    out_dir, cells = sw.plan(specs, recipe, grid=sw.parse_grid(grid), sets=list(set_ or []), data=data,
+                             epochs=epochs, out=out, allow_import=allow_import)
+    if dry_run:
+        console.print(sw.plan_table(cells))
+        return
+    result = sw.run(cells, out_dir, data=data, data_dir=data_dir, device=device, limit_train=limit_train,
+                    limit_test=limit_test, console=console, progress=not quiet, quiet=quiet)
+    runs = [load_run(c.run_dir) for c in cells if is_run_dir(c.run_dir)]
+    if runs:
+        cmp.print_table(console, cmp.compare(runs), title=f"sweep {out_dir}")
+    if band and runs:
+        groups: dict[str, list] = {}
+        for run in runs:
+            groups.setdefault(run.spec_name, []).append(run)
+        path = sw.band(groups, out_dir / "band.png")
+        console.print(f"wrote {escape(str(path))}", highlight=False)
+    if result.interrupted:
+        err_console.print("sweep interrupted: run the same command again to continue where it stopped",
+                          highlight=False)
+        raise typer.Exit(130)
+
+
+@app.command()
+@user_errors
+def report(
+    runs: RunsArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="the HTML file to write")] = Path("report.html"),
+    title: Annotated[str, typer.Option(help="page title")] = "archspec report",
+    sort: SortOpt = None,
+) -> None:
+    """Write one self-contained HTML page: comparison table, layer tables, every run's curves.
+
+    Images and CSS are inline and nothing is fetched from the network.
+
+    Example: archspec report runs/sweep-tutorial-lr -o lr-study.html
+    """
+    from archspec.experiments.report import write_report
+    from archspec.experiments.runs import find_runs
+
+    path = write_report(find_runs(runs), output, title=title, sort=sort)
+    console.print(f"wrote {escape(str(path))}", highlight=False)
+
+
+@app.command()
+@user_errors
+def export(
+    spec: SpecArg,
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="a .pt file, or a run directory "
+                                             "(uses its best.pt)", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="torchscript or onnx (needs `pip install onnx`)")]
+    = "torchscript",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="output file (default: "
+                                                "<spec>.torchscript.pt or <spec>.onnx)")] = None,
+    data: DataOpt = None,
+    allow_import: AllowImportOpt = False,
+) -> None:
+    """Export a trained model (spec + checkpoint weights) to TorchScript or ONNX.
+
+    The model is exported in eval mode and its outputs are checked against archspec's before the
+    file is written.
+
+    Example: archspec export specs/mnist_quick.yaml --checkpoint runs/mnist_quick-quick-20250101-120000
+    """
+    from archspec.experiments.export import export_model
+    from archspec.spec.loader import load_spec
+
+    loaded = load_spec(spec, dataset=data, allow_import=allow_import)
+    result = export_model(loaded, checkpoint, fmt=fmt, out=output)
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {escape(str(result.path))} ({result.format}, {result.params:,} params, "
+                  f"max difference to archspec {result.max_abs_diff:.2g})", highlight=False)
 
 
 def main() -> None:

@@ -35,6 +35,20 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _file_mode(target: Path) -> int:
+    """The permissions a plain `open(path, "w")` would give: the old file's, else 0o666 minus umask.
+
+    `mkstemp` creates 0600 files; without this, run directories would be unreadable to the
+    colleagues (or the web server) that a normal write would have let read them.
+    """
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write `data` to `path` atomically (temp file in the same dir, fsync, os.replace).
 
@@ -43,8 +57,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
+    mode = _file_mode(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

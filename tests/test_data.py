@@ -9,6 +9,7 @@ import os
 import pickle
 import struct
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -351,7 +352,9 @@ def write_png(path: Path, image: torch.Tensor) -> None:
     from torchvision.io import encode_png
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(bytes(encode_png(image).numpy()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 suggests TorchCodec
+        path.write_bytes(bytes(encode_png(image).numpy()))
 
 
 def test_imagefolder_reads_classes_sorted_by_name(tmp_path):
@@ -485,6 +488,10 @@ def test_normalisation_with_explicit_mean_and_std():
     assert x.dtype == torch.float32 and torch.allclose(x, expected, atol=1e-6) and torch.equal(y, raw.labels)
     plain = make_loaders("synthetic", input_shape=(3, 32, 32), num_classes=10, batch_size=64, normalize=False)
     assert torch.allclose(_all_batches(plain.test)[0], raw.images.float() / 255)
+    # one value applies to every channel (the PyTorch tutorial's 0.5/0.5)
+    half = make_loaders("synthetic", input_shape=(3, 32, 32), num_classes=10, batch_size=64,
+                        normalize={"mean": [0.5], "std": 0.5})
+    assert torch.allclose(_all_batches(half.test)[0], raw.images.float() / 255 * 2 - 1, atol=1e-6)
 
 
 def test_dataset_statistics_are_the_default_normalisation():
@@ -495,7 +502,7 @@ def test_dataset_statistics_are_the_default_normalisation():
 
 
 @pytest.mark.parametrize("norm, message", [
-    ({"mean": [0.5], "std": [0.5]}, "mean needs 3 number"),
+    ({"mean": [0.5, 0.5], "std": [0.5]}, "mean needs one number for all channels or 3"),
     ({"mean": [0.5] * 3, "std": [0.5, 0.0, 0.5]}, "std values must be > 0"),
     ({"mean": 0.5}, 'exactly the keys "mean" and "std"'),
     ("yes", "normalize must be true, false or"),
@@ -608,3 +615,18 @@ def test_a_tiny_model_learns_from_the_synthetic_loader():
         correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in bundle.test)
     assert correct / bundle.num_test > 0.5
 
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_file(), reason="../shared/data/mnist.npz not available")
+def test_reads_the_real_mnist_idx_files(tmp_path):
+    """The shared folder's materialize.py writes the official IDX layout; we read back every digit."""
+    import subprocess
+    import sys
+
+    script = SHARED_MNIST.with_name("materialize.py")
+    subprocess.run([sys.executable, str(script), str(tmp_path), "--only", "mnist"], check=True, capture_output=True)
+    full = np.load(SHARED_MNIST)
+    test = load_dataset("mnist", "test", data_dir=tmp_path, download=False)
+    assert np.array_equal(test.images[:, 0].numpy(), full["x_test"])
+    assert np.array_equal(test.labels.numpy(), full["y_test"])
+    assert len(load_dataset("mnist", "train", data_dir=tmp_path, download=False)) == 60000

@@ -73,7 +73,7 @@ SLOW_RECIPE = """
 name: slowrecipe
 epochs: {epochs}
 batch_size: 32
-optimizer: {{name: sgd, lr: 0.02, momentum: 0.9}}
+optimizer: {{name: sgd, lr: 0.002}}
 seed: 5
 """
 
@@ -192,11 +192,11 @@ def _epochs_written(run: Path) -> int:
 
 
 def test_ctrl_c_saves_and_the_run_resumes_without_gaps(tmp_path, cli):
-    epochs = 6
+    epochs = 4
     spec = _file(tmp_path, "slow.yaml", SLOW_SPEC)
     recipe = _file(tmp_path, "slow_recipe.yaml", SLOW_RECIPE.format(epochs=epochs))
     run = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(spec, "--recipe", recipe, "--run-dir", run, "--limit-train", 512,
+    proc = subprocess.Popen(_cmd(spec, "--recipe", recipe, "--run-dir", run, "--limit-train", 384,
                                  "--limit-test", 64), cwd=tmp_path, env=_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for(lambda: _epochs_written(run) >= 1, proc)
@@ -209,39 +209,48 @@ def test_ctrl_c_saves_and_the_run_resumes_without_gaps(tmp_path, cli):
     assert 1 <= done < epochs
     assert [r["epoch"] for r in read_metrics_csv(run / "metrics.csv")] == list(range(1, done + 1))
 
-    resumed = cli("train", spec, "--resume", run, "--device", "cpu", "--limit-train", 512, "--limit-test", 64)
+    resumed = cli("train", spec, "--resume", run, "--device", "cpu", "--limit-train", 384, "--limit-test", 64)
     assert resumed.exit_code == 0, resumed.output
     assert [r["epoch"] for r in read_metrics_csv(run / "metrics.csv")] == list(range(1, epochs + 1))
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == epochs
 
 
 def test_kill_9_at_random_moments_then_resume_has_each_epoch_once(tmp_path):
-    epochs = 8
+    epochs = 12
     spec = _file(tmp_path, "slow.yaml", SLOW_SPEC)
     recipe = _file(tmp_path, "slow_recipe.yaml", SLOW_RECIPE.format(epochs=epochs))
     run = tmp_path / "run"
     data = ["--limit-train", 256, "--limit-test", 32]
     rng = random.Random(1234)
-    proc = subprocess.Popen(_cmd(spec, "--recipe", recipe, "--run-dir", run, *data), cwd=tmp_path, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: (run / "last.pt").exists(), proc)  # from here on the run is resumable
-    kills = 0
-    for _ in range(3):
-        time.sleep(rng.uniform(0.0, 1.5))
+
+    def start(args, n: int):
+        log = tmp_path / f"log{n}.txt"
+        handle = open(log, "w")  # noqa: SIM115 - closed below, after the process ends
+        proc = subprocess.Popen(_cmd(spec, *args, *data), cwd=tmp_path, env=_env(), stdout=handle,
+                                stderr=subprocess.STDOUT, text=True)
+        return proc, handle, log
+
+    proc, handle, log = start(["--recipe", recipe, "--run-dir", run], 0)
+    killed_at = []  # epochs in last.pt right after each kill
+    for n in range(1, 3):
+        # Kill at a random moment of training (not while still importing torch): after a random number of
+        # further epochs, plus a random fraction of a second (epochs take ~0.05-0.5 s here).
+        target = _epochs_written(run) + rng.randint(0, 3)
+        _wait_for(lambda log=log: "train: spec slow" in log.read_text() and _epochs_written(run) >= target, proc)
+        time.sleep(rng.uniform(0.0, 0.15))
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        kills += 1
-        torch.load(run / "last.pt", weights_only=True)  # never torn
-        proc = subprocess.Popen(_cmd(spec, "--resume", run, *data), cwd=tmp_path, env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert kills >= 1
+        handle.close()
+        killed_at.append(torch.load(run / "last.pt", weights_only=True)["epoch"])  # never torn
+        proc, handle, log = start(["--resume", run], n)
+    proc.wait(timeout=120)
+    handle.close()
+    assert proc.returncode == 0, log.read_text()
+    assert killed_at and min(killed_at) < epochs  # at least one kill landed mid-run
     rows = read_metrics_csv(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
-    jsonl = (run / "metrics.jsonl").read_text().splitlines()
-    assert len(jsonl) == epochs
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == epochs
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == epochs
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
+import http.client
 import io
 import os
 import pickle
@@ -32,6 +33,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from dataclasses import dataclass
 from importlib import resources
@@ -251,7 +253,7 @@ def _fetch(item: Download, dest: Path, key: str, split: str, root: Path, missing
         try:
             _download(url, dest, item.md5)
             return
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as e:
             failures.append(f"{url}: {getattr(e, 'reason', e)}")
     raise ArchspecError(f"cannot download {item.filename} ({'; '.join(failures)}); without network, "
                         f"{_where_to_put(key, split, root, missing)}")
@@ -528,7 +530,11 @@ def _decode(path: Path, mode) -> torch.Tensor:
     from torchvision.io import decode_image
 
     try:
-        return decode_image(str(path), mode=mode)
+        with warnings.catch_warnings():
+            # torchvision 0.29 points to TorchCodec for decoding; decode_image still works and is what
+            # the pinned stack ships, so the per-image warning would only be noise for users.
+            warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
+            return decode_image(str(path), mode=mode)
     except (RuntimeError, ValueError, OSError) as e:
         raise ArchspecError(f"{path}: cannot decode image ({e})") from None
 

@@ -132,8 +132,10 @@ class _AugmentedImages(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key
         # fork_rng: with num_workers=0 this runs in the training process, whose RNG must not move.
+        # Only the CPU generator is seeded (the transforms run on CPU tensors); torch.manual_seed would
+        # also reseed every accelerator and cost ~100x more per sample.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, "augment", epoch, index))
+            torch.default_generator.manual_seed(derive_seed(self.seed, "augment", epoch, index))
             x = self.images[index]
             if self.pre is not None:
                 x = self.pre(x)
@@ -198,7 +200,7 @@ class AugmentedBatches:
 
 def _mean_std(normalize: Any, info: DatasetInfo, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean/std as [C, 1, 1] tensors: True -> the dataset's, False -> none (0 and 1),
-    {"mean": [...], "std": [...]} -> those (a single number applies to every channel)."""
+    {"mean": [...], "std": [...]} -> those (one number, or a one-item list, applies to every channel)."""
     if normalize is True:
         mean, std = info.mean, info.std
     elif normalize is False or normalize is None:
@@ -213,10 +215,12 @@ def _mean_std(normalize: Any, info: DatasetInfo, channels: int) -> tuple[torch.T
                             path="normalize")
     values = []
     for key, value in (("mean", mean), ("std", std)):
-        value = [value] * channels if isinstance(value, int | float) else list(value)
+        value = [value] if isinstance(value, int | float) else list(value)
+        if len(value) == 1:
+            value = value * channels
         if len(value) != channels or not all(isinstance(v, int | float) for v in value):
-            raise ArchspecError(f"{key} needs {channels} number(s), one per channel, got {value!r}",
-                                path=f"normalize.{key}")
+            raise ArchspecError(f"{key} needs one number for all channels or {channels}, one per channel; "
+                                f"got {value!r}", path=f"normalize.{key}")
         values.append(torch.tensor(value, dtype=torch.float32).view(channels, 1, 1))
     if (values[1] <= 0).any():
         raise ArchspecError("std values must be > 0", path="normalize.std")

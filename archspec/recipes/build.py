@@ -108,23 +108,32 @@ def _group_lrs(recipe: Recipe, optimizer: torch.optim.Optimizer) -> list[float]:
     return [recipe.optimizer.lr * g["lr_mult"] if "lr_mult" in g else float(g["lr"]) for g in optimizer.param_groups]
 
 
-def _piece(kind: str, p: dict[str, Any], optimizer, length: int, unit: int):
-    """One torch scheduler for a phase of `length` steps; returns (scheduler, scale of its base)."""
+def _scale(kind: str, p: dict[str, Any]) -> float | None:
+    """Linear/constant pieces: the multiple of the group lr their base sits at (their largest
+    factor, so torch's factors stay <= 1). Decaying pieces: None (they start where the last ended)."""
     if kind == "linear":
-        top = max(p["start_factor"], p["end_factor"])
-        return lr_scheduler.LinearLR(optimizer, start_factor=p["start_factor"] / top,
-                                     end_factor=p["end_factor"] / top, total_iters=length), top
+        return max(p["start_factor"], p["end_factor"])
     if kind == "constant":
-        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=length), p["factor"]
+        return p["factor"]
+    return None
+
+
+def _piece(kind: str, p: dict[str, Any], optimizer, length: int, unit: int) -> lr_scheduler.LRScheduler:
+    """One torch scheduler for a phase of `length` scheduler steps (`unit` steps per epoch)."""
+    if kind == "linear":
+        top = _scale(kind, p)
+        return lr_scheduler.LinearLR(optimizer, start_factor=p["start_factor"] / top,
+                                     end_factor=p["end_factor"] / top, total_iters=length)
+    if kind == "constant":
+        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=length)
     if kind == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=length, eta_min=p["eta_min"]), None
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=length, eta_min=p["eta_min"])
     if kind == "exponential":
-        return lr_scheduler.ExponentialLR(optimizer, gamma=p["gamma"] ** (1.0 / unit)), None
+        return lr_scheduler.ExponentialLR(optimizer, gamma=p["gamma"] ** (1.0 / unit))
     if kind == "step":
-        return lr_scheduler.StepLR(optimizer, step_size=p["step_size"] * unit, gamma=p["gamma"]), None
+        return lr_scheduler.StepLR(optimizer, step_size=p["step_size"] * unit, gamma=p["gamma"])
     if kind == "multistep":
-        return lr_scheduler.MultiStepLR(optimizer, milestones=[m * unit for m in p["milestones"]],
-                                        gamma=p["gamma"]), None
+        return lr_scheduler.MultiStepLR(optimizer, milestones=[m * unit for m in p["milestones"]], gamma=p["gamma"])
     raise ValueError(f"unknown schedule piece {kind}")  # pragma: no cover - schema-checked
 
 
@@ -169,21 +178,19 @@ def build_scheduler(
             starts.append(current)
         current = phase_end_lrs(pp.phase, current, group_lrs, pp.length, unit)
 
-    def base_of(pp, scale, start):
+    def base_lrs(pp, start: list[float]) -> list[float]:
+        scale = _scale(pp.phase.type, pp.phase.params())
         return [lr * scale for lr in group_lrs] if scale is not None else list(start)
 
     # The first piece initialises from the groups' lr: make that its base before building anything.
-    first_scale = {"linear": max(live[0].phase.params().get("start_factor") or 0,
-                                 live[0].phase.params().get("end_factor") or 0),
-                   "constant": live[0].phase.params().get("factor")}.get(live[0].phase.type)
-    for group, lr in zip(optimizer.param_groups, base_of(live[0], first_scale, starts[0]), strict=True):
+    for group, lr in zip(optimizer.param_groups, base_lrs(live[0], starts[0]), strict=True):
         group["lr"] = lr
         group["initial_lr"] = lr
 
     pieces, milestones = [], []
     for pp, start in zip(live, starts, strict=True):
-        piece, scale = _piece(pp.phase.type, pp.phase.params(), optimizer, pp.length, unit)
-        piece.base_lrs = base_of(pp, scale, start)
+        piece = _piece(pp.phase.type, pp.phase.params(), optimizer, pp.length, unit)
+        piece.base_lrs = base_lrs(pp, start)
         pieces.append(piece)
         if pp is not live[0]:
             milestones.append(pp.start)
@@ -312,17 +319,18 @@ def plot_lr(
     if steps_per_epoch is None:
         steps_per_epoch = 100 if recipe.schedule.interval == "batch" else 1
     values = list(lrs) if lrs is not None else lr_curve(recipe, steps_per_epoch)
-    xs = [i / steps_per_epoch for i in range(len(values))]
+    xs = [i / steps_per_epoch for i in range(len(values) + 1)]
+    values = values + values[-1:]  # the last step lasts until the end of the run
 
     fig = Figure(figsize=(7.0, 3.6), dpi=120, layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(xs, values, linewidth=1.6, drawstyle="steps-post" if recipe.schedule.interval == "epoch" else "default")
+    ax.plot(xs[: len(values)], values, linewidth=1.6, drawstyle="steps-post")
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_title(f"{recipe.name}: {recipe.optimizer.describe()}, {recipe.schedule.describe()}", fontsize=10)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.grid(alpha=0.3)
-    ax.set_xlim(0, max(recipe.epochs, xs[-1] if xs else 1))
+    ax.set_xlim(0, max(xs[-1], 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt)
     try:

@@ -170,6 +170,9 @@ class OneCycle(_Section):
         return out
 
 
+_SHORT = {"linear": "lin", "constant": "const", "cosine": "cos", "exponential": "exp", "multistep": "msteps"}
+
+
 @dataclass(frozen=True)
 class Schedule(_Section):
     """When the LR changes: consecutive `phases`, or a OneCycle policy (then `phases` is empty).
@@ -190,20 +193,23 @@ class Schedule(_Section):
         return {"interval": self.interval, "phases": [p.to_dict() for p in self.phases]}
 
     def describe(self) -> str:
-        """A short one-line summary for tables: "linear>constant>cosine", "step 30 x0.1 /batch"."""
+        """A short one-line summary for tables: "lin>const>cos", "step 30 x0.1", "onecycle/batch"."""
         if self.onecycle is not None:
             text = "onecycle" + (f" max {self.onecycle.max_lr:g}" if self.onecycle.max_lr else "")
         elif len(self.phases) == 1:
             p = self.phases[0]
-            text = {
-                "constant": "constant" if p.factor in (None, 1.0) else f"constant x{p.factor:g}",
-                "step": f"step {p.step_size} x{p.gamma:g}",
-                "multistep": f"multistep {list(p.milestones or ())} x{p.gamma:g}",
-                "exponential": f"exponential x{p.gamma:g}",
-            }.get(p.type, p.type)
+            text = p.type
+            if p.type == "constant" and p.factor not in (None, 1.0):
+                text = f"constant x{p.factor:g}"
+            elif p.type == "step":
+                text = f"step {p.step_size} x{p.gamma:g}"
+            elif p.type == "multistep":
+                text = f"multistep {list(p.milestones or ())} x{p.gamma:g}"
+            elif p.type == "exponential":
+                text = f"exponential x{p.gamma:g}"
         else:
-            text = ">".join(p.type for p in self.phases)
-        return text + (" /batch" if self.interval == "batch" else "")
+            text = ">".join(_SHORT.get(p.type, p.type) for p in self.phases)
+        return text + ("/batch" if self.interval == "batch" else "")
 
 
 @dataclass(frozen=True)

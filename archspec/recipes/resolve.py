@@ -334,18 +334,23 @@ def _apply_override(data: dict, origins: _Origins, item: str) -> None:
         raise ArchspecError(f'"{item}" has no key before "="', path="--set")
     _expand_shorthands(data)
     path = _check_key_path(key, data)
+    if path[0] == "extends":
+        raise ArchspecError("extends cannot be overridden: give that recipe instead (--recipe NAME_OR_PATH)",
+                            path=f"--set {key}")
     _set_path(data, path, _parse_value(raw, key), origins, "--set")
 
 
 def _set_path(data: dict, path: tuple, value: Any, origins: _Origins, label: str) -> None:
     """Set (or with None: remove) the value at `path`, recording `label` as where it came from."""
     here: Any = data
-    for part in path[:-1]:
+    for depth, part in enumerate(path[:-1]):
         if isinstance(part, int):
             here = here[part]
             continue
-        if not isinstance(here.get(part), dict | list):
+        if not isinstance(here.get(part), dict | list):  # e.g. `normalize: true` -> {mean: ...}
             here[part] = {}
+            origins.drop(path[: depth + 1])
+            origins.by_path[path[: depth + 1]] = label
         here = here[part]
     last = path[-1]
     origins.drop(path)
@@ -444,6 +449,15 @@ def _check_semantics(data: dict, origins: _Origins) -> None:
         raise origins.error(f"mean has {len(normalize['mean'])} values but std has {len(normalize['std'])}",
                             ("normalize",))
 
+    augment = data.get("augment")
+    if isinstance(augment, str):  # presets are checked here so the error has a file position;
+        from archspec.data.augment import AUGMENT_PRESETS  # explicit lists are checked when built
+
+        if augment not in AUGMENT_PRESETS:
+            raise origins.error(f'unknown augment preset "{augment}"{did_you_mean(augment, AUGMENT_PRESETS)}; '
+                                f"known: {', '.join(AUGMENT_PRESETS)}, or a list of torchvision.transforms.v2 "
+                                "steps", ("augment",))
+
     dataset = data.get("dataset")
     if isinstance(dataset, str) and not dataset.startswith("imagefolder:"):
         from archspec.data.info import dataset_info
@@ -508,3 +522,32 @@ def _check_schedule(schedule: dict, optimizer: str, origins: _Origins) -> None:
         top = schedule.get("max_momentum", ONECYCLE_DEFAULTS["max_momentum"])
         if base > top:
             raise origins.error(f"base_momentum ({base:g}) is above max_momentum ({top:g})", path)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as YAML text (what `archspec recipes show` prints); loads back unchanged.
+
+    Block style for sections, flow style for short lists and for each schedule phase, so the
+    output reads like the hand-written built-ins.
+    """
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    class FlowMap(dict):
+        pass
+
+    def represent_list(dumper, data):
+        flow = all(not isinstance(item, list | dict) for item in data)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+    Dumper.add_representer(list, represent_list)
+    Dumper.add_representer(
+        FlowMap, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+    )
+    data = recipe.to_dict()
+    if "phases" in data["schedule"]:
+        data["schedule"]["phases"] = [FlowMap(p) for p in data["schedule"]["phases"]]
+    header = f"# recipe {recipe.name}" + (f" (from {recipe.source})" if recipe.source else "") + ", fully resolved\n"
+    return header + yaml.dump(data, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=1_000_000)

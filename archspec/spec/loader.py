@@ -429,9 +429,14 @@ def load_spec(path: str | Path, *, dataset: str | None = None, allow_import: boo
 
     ds_name = dataset or data.get("dataset")
     info = None
-    if ds_name and not str(ds_name).startswith("imagefolder:"):
+    if ds_name:
         try:
-            info = dataset_info(ds_name)
+            if str(ds_name).startswith("imagefolder:"):
+                from archspec.data.datasets import imagefolder_info  # decodes one image (imports torch)
+
+                info = imagefolder_info(str(ds_name))
+            else:
+                info = dataset_info(ds_name)
         except ArchspecError as e:
             if dataset:
                 raise

@@ -80,9 +80,8 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
     directory means its best.pt (falling back to last.pt). The checkpoint must fit the spec's
     layer shapes; a renamed or cosmetically edited spec only produces a warning.
     """
-    from archspec.data.loader import make_loaders
-
     import archspec
+    from archspec.data.loader import make_loaders
     from archspec.train.checkpoint import check_compatible, checkpoint_path, load_checkpoint, spec_fingerprint
 
     if not hasattr(spec, "resolved"):

@@ -51,6 +51,7 @@ from archspec.train.stop import StopRequest
 
 SYNC_EVERY = 25  # steps between reads of the running loss (progress bar, divergence check)
 DIVERGENCE_FACTOR = 10.0  # running loss above this multiple of the first loss = diverged
+PLOT_EVERY_SECONDS = 60.0  # redraw curves.png / lr.png during a run at most this often (and at the end)
 
 STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_DIVERGED = "completed", "interrupted", "diverged"
 
@@ -223,7 +224,7 @@ def _checkpoint_payload(*, model, optimizer, scheduler, sched_interval, scaler, 
     return {
         "format": ckpt_mod.FORMAT,
         "version": ckpt_mod.VERSION,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "spec_name": spec.name,
         "spec_fingerprint": fingerprint,
         "param_shapes": ckpt_mod.param_shapes(model_state),
@@ -290,10 +291,9 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     the same after the current batch. Bad input raises ArchspecError; the status in the result
     tells completed / interrupted / diverged apart.
     """
+    import archspec
     from archspec.data.loader import make_loaders
     from archspec.recipes.build import apply_init, build_loss, build_optimizer, build_scheduler
-
-    import archspec
 
     reporter = Reporter(console, progress=progress, quiet=quiet)
     dev = resolve_device(device)
@@ -393,6 +393,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                      "params": f"{params:,}", "run": str(out)})
     status, message = STATUS_COMPLETED, ""
     started = time.time()
+    last_plot = time.monotonic()  # matplotlib costs ~0.5 s a figure: don't let it dominate short epochs
     try:
         with StopRequest() as stop, reporter.live():
             for epoch in range(state.epoch + 1, epochs + 1):
@@ -440,7 +441,9 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                 write_summary(out, _summary(STATUS_COMPLETED if epoch == epochs else "running", "", state=state,
                                             spec=spec, recipe=recipe, ds=ds, dev=dev, precision=precision,
                                             params=params, epochs=epochs, out=out, started=started))
-                _write_plots(out, state, steps_per_epoch, title, reporter)
+                if time.monotonic() - last_plot >= PLOT_EVERY_SECONDS:
+                    _write_plots(out, state, steps_per_epoch, title, reporter)
+                    last_plot = time.monotonic()
                 reporter.epoch_row(row, epochs)
                 if epoch < epochs and (stop.requested or (stop_after_epoch is not None
                                                           and epoch >= stop_after_epoch)):
@@ -499,7 +502,7 @@ def _summary(status: str, message: str, *, state: _State, spec, recipe, ds, dev,
         "images_seen": state.images_seen,
         "device": str(dev),
         "precision": precision.name,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "seed": int(recipe.seed),
         "batch_size": int(recipe.batch_size),
         "run_dir": str(out),

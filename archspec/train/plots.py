@@ -39,14 +39,16 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path, *, title: str = "") 
     """One figure, three panels: loss (train and test), train accuracy, test accuracy, per epoch."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    fig = Figure(figsize=(13, 3.8))
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.86, wspace=0.25)
     loss_ax, train_ax, test_ax = fig.subplots(1, 3)
     for key, label in (("train_loss", "train"), ("test_loss", "test")):
         xs, ys = _series(rows, key)
         if xs:
             loss_ax.plot(xs, ys, marker="o", markersize=3, label=label)
-    loss_ax.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
-    loss_ax.legend(loc="best")
+    loss_ax.set(title="loss", xlabel="epoch", ylabel="loss")
+    if loss_ax.lines:
+        loss_ax.legend(loc="best")
     for ax, key, name in ((train_ax, "train_acc", "train accuracy"), (test_ax, "test_acc", "test accuracy")):
         xs, ys = _series(rows, key)
         if xs:
@@ -64,7 +66,8 @@ def plot_lr(lr_per_step: Sequence[float], steps_per_epoch: int, path: Path, *, t
     """The learning rate actually used at every optimizer step, against (fractional) epoch."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
+    fig = Figure(figsize=(6.5, 3.8))
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.9)
     ax = fig.subplots()
     per_epoch = max(1, int(steps_per_epoch))
     xs = [i / per_epoch for i in range(len(lr_per_step))]

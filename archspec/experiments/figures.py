@@ -1,0 +1,100 @@
+"""Figures over several runs: overlaid curves (compare --plot) and the min-max loss band (sweep --band).
+
+Drawn with matplotlib's object API on the Agg canvas (no pyplot state, never a window), rendered
+into memory, and written atomically like every other file archspec writes. matplotlib is imported
+inside the functions so that importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from archspec.errors import ArchspecError
+from archspec.experiments.runs import Run
+from archspec.io import atomic_write_bytes
+
+
+def figure_png(fig, *, dpi: int = 110) -> bytes:
+    """A matplotlib Figure as PNG bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def write_png(data: bytes, path: str | Path) -> Path:
+    """Write PNG bytes atomically; a missing folder or a permission problem is a one-line error."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ArchspecError("the folder for the figure does not exist", file=str(path.parent))
+    try:
+        return atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise ArchspecError(f"cannot write figure: {exc.strerror or exc}", file=str(path)) from None
+
+
+def overlay_figure(runs: Sequence[Run], labels: Sequence[str], *, title: str = ""):
+    """Test accuracy (left) and loss (right: train solid, test dashed) of every run, one colour per run."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 4.6), layout="constrained")
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    colours = [f"C{i % 10}" for i in range(len(runs))]
+    for run, label, colour in zip(runs, labels, colours, strict=True):
+        xs, ys = run.series("test_acc")
+        if xs:
+            acc_ax.plot(xs, [100.0 * y for y in ys], marker="o", markersize=3, color=colour, label=label)
+        xs, ys = run.series("train_loss")
+        if xs:
+            loss_ax.plot(xs, ys, marker="o", markersize=3, color=colour, label=f"{label} (train)")
+        xs, ys = run.series("test_loss")
+        if xs:
+            loss_ax.plot(xs, ys, linestyle="--", marker="x", markersize=3, color=colour, label=f"{label} (test)")
+    acc_ax.set(title="test accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    loss_ax.set(title="loss (solid: train, dashed: test)", xlabel="epoch", ylabel="loss")
+    for ax in (acc_ax, loss_ax):
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.lines:
+            ax.legend(loc="best", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def band_figure(groups: dict[str, Sequence[Run]], *, key: str = "train_loss", title: str = ""):
+    """Per group (one spec across the sweep grid), the band between the lowest and highest curve.
+
+    This is the loss-landscape figure of the VGG-A with/without BatchNorm study: a narrow band
+    means training behaves similarly whatever the learning rate. At each epoch the band spans
+    the runs that reached it (a diverged run stops contributing where it stopped).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.8), layout="constrained")
+    ax = fig.subplots()
+    for i, (label, runs) in enumerate(groups.items()):
+        by_epoch: dict[int, list[float]] = {}
+        for run in runs:
+            for x, y in zip(*run.series(key), strict=True):
+                by_epoch.setdefault(x, []).append(y)
+        if not by_epoch:
+            continue
+        xs = sorted(by_epoch)
+        low = [min(by_epoch[x]) for x in xs]
+        high = [max(by_epoch[x]) for x in xs]
+        colour = f"C{i % 10}"
+        ax.fill_between(xs, low, high, color=colour, alpha=0.3, label=f"{label} ({len(runs)} runs)")
+        ax.plot(xs, low, color=colour, linewidth=1, marker="o", markersize=3)
+        ax.plot(xs, high, color=colour, linewidth=1, marker="o", markersize=3)
+    ax.set(title=title or f"{key.replace('_', ' ')}: min-max band across the sweep", xlabel="epoch",
+           ylabel=key.replace("_", " "))
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if ax.collections:
+        ax.legend(loc="best")
+    return fig

@@ -1,0 +1,285 @@
+"""`archspec sweep`: train every spec x every combination of grid values, one run directory each.
+
+Each cell's run directory name is derived only from the spec name and the cell's grid values
+(``runs/sweep-tutorial-lr/tutorial_optimizer.lr=0.1``), never from the time. That makes a sweep
+restartable: running the same command again skips the cells that already finished, continues the
+ones that were interrupted (`train(..., resume=cell_dir)`, the exact-resume path of `archspec train
+--resume`), and starts the rest. A finished cell whose stored recipe or spec no longer matches
+what the command asks for is an error instead of a silent skip, so a table never mixes settings.
+
+Grid values are applied exactly like ``--set key=value`` (parsed as YAML scalars and checked
+against the recipe schema), and every cell is validated before the first one trains, so a typo
+in the last grid value does not surface hours into the sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archspec.errors import ArchspecError
+from archspec.experiments.compare import short_keys
+
+# Statuses after which a cell is finished: a diverged run would diverge again, identically (same seed).
+DONE = ("completed", "diverged")
+
+
+@dataclass
+class Cell:
+    """One training run of the sweep."""
+
+    index: int
+    spec_path: Path
+    spec_name: str
+    values: tuple[tuple[str, str], ...]  # (grid key, value as written)
+    overrides: list[str]  # --set items followed by the grid items: what load_recipe applies
+    run_dir: Path
+    spec: Any = None  # the loaded Spec
+    recipe: Any = None  # the resolved Recipe
+    state: str = "new"  # new | done | resume | partial
+
+    def label(self) -> str:
+        return " ".join([self.spec_name, *(f"{k}={v}" for k, v in self.values)])
+
+
+@dataclass
+class SweepResult:
+    out: Path
+    cells: list[Cell]
+    statuses: dict[int, str] = field(default_factory=dict)  # cell index -> status after this command
+    interrupted: bool = False
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._=+-]+", "-", str(text)).strip("-.")
+    return slug or "x"
+
+
+def split_values(raw: str) -> list[str]:
+    """Split "a,b,[1,2],'x,y'" on top-level commas (brackets and quotes may hold commas)."""
+    parts, depth, quote, current = [], 0, "", []
+    for ch in raw:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current).strip())
+    return parts
+
+
+def parse_grid(items: list[str] | None) -> list[tuple[str, list[str]]]:
+    """["optimizer.lr=0.1,0.01"] -> [("optimizer.lr", ["0.1", "0.01"])], with one-line errors."""
+    grid: list[tuple[str, list[str]]] = []
+    seen: set[str] = set()
+    for item in items or []:
+        if "=" not in item:
+            raise ArchspecError(f'"{item}" is not KEY=V1,V2,...', path="--grid",
+                                hint="example: --grid optimizer.lr=1e-1,1e-2,1e-3")
+        key, raw = (part.strip() for part in item.split("=", 1))
+        if not key:
+            raise ArchspecError(f'"{item}" has no key before "="', path="--grid")
+        if key == "spec":
+            raise ArchspecError("a sweep over specs needs no grid key: pass several spec files",
+                                path="--grid spec", hint="example: archspec sweep specs/vgg_a.yaml specs/vgg_a_bn.yaml")
+        if key in seen:
+            raise ArchspecError(f'grid key "{key}" given twice: list all its values in one --grid',
+                                path=f"--grid {key}")
+        values = split_values(raw)
+        if any(not v for v in values):
+            raise ArchspecError(f'empty value in "{raw}"', path=f"--grid {key}",
+                                hint=f"example: --grid {key}=V1,V2")
+        if len(set(values)) != len(values):
+            raise ArchspecError(f'repeated value in "{raw}"', path=f"--grid {key}")
+        seen.add(key)
+        grid.append((key, values))
+    return grid
+
+
+def default_out(spec_names: list[str], grid: list[tuple[str, list[str]]], runs_root: str | Path = "runs") -> Path:
+    """runs/sweep-<specs>-<grid keys>: the same command always gets the same folder."""
+    names = list(dict.fromkeys(spec_names))
+    parts = names + list(short_keys([key for key, _ in grid]).values())
+    name = _slug("-".join(parts))
+    if len(name) > 60:
+        name = name[:50].rstrip("-.") + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return Path(runs_root) / f"sweep-{name}"
+
+
+def _relabel(error: ArchspecError, grid_keys: set[str], cell_label: str) -> ArchspecError:
+    """A recipe error caused by a grid value names --grid (not --set) and the cell."""
+    path = error.path
+    if path and path.startswith("--set "):
+        key = path[len("--set "):].split(".")[0]
+        full = path[len("--set "):]
+        if full in grid_keys or key in grid_keys or any(full.startswith(k) for k in grid_keys):
+            path = "--grid " + full
+    return ArchspecError(f"{error.message} (sweep cell: {cell_label})", file=error.file, line=error.line,
+                         col=error.col, path=path, hint=error.hint)
+
+
+def plan(specs: list[str | Path], recipe: str, *, grid: list[tuple[str, list[str]]] | None = None,
+         sets: list[str] | None = None, data: str | None = None, epochs: int | None = None,
+         out: str | Path | None = None, allow_import: bool = False, check_state: bool = True) -> tuple[Path, list[Cell]]:
+    """Every cell of the sweep, loaded and validated (no training, no torch unless `check_state`)."""
+    from archspec.recipes import load_recipe
+    from archspec.spec.loader import load_spec
+
+    if not specs:
+        raise ArchspecError("no spec files given", hint="example: archspec sweep specs/tutorial.yaml --recipe sgd "
+                                                        "--grid optimizer.lr=0.1,0.01")
+    grid = grid or []
+    loaded = []
+    for path in specs:
+        spec = load_spec(path, dataset=data, allow_import=allow_import)
+        loaded.append((Path(path), spec))
+    out_dir = Path(out) if out is not None else default_out([s.name for _, s in loaded], grid)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ArchspecError("the sweep folder path exists and is not a directory", file=str(out_dir))
+
+    keys = [key for key, _ in grid]
+    short = short_keys(keys)
+    combos = list(itertools.product(*[values for _, values in grid])) if grid else [()]
+    cells: list[Cell] = []
+    by_dir: dict[Path, Cell] = {}
+    for spec_path, spec in loaded:
+        for combo in combos:
+            values = tuple(zip(keys, combo, strict=True))
+            name = _slug("_".join([spec.name, *(f"{short[k]}={v}" for k, v in values)]))
+            cell = Cell(index=len(cells) + 1, spec_path=spec_path, spec_name=spec.name, values=values,
+                        overrides=[*(sets or []), *(f"{k}={v}" for k, v in values)], run_dir=out_dir / name,
+                        spec=spec)
+            if cell.run_dir in by_dir:
+                other = by_dir[cell.run_dir]
+                raise ArchspecError(f'cells "{other.label()}" ({other.spec_path}) and "{cell.label()}" '
+                                    f"({cell.spec_path}) would share the run directory {cell.run_dir}",
+                                    hint="two specs with the same `name:` cannot be in one sweep; rename one")
+            try:
+                cell.recipe = load_recipe(recipe, overrides=cell.overrides, epochs=epochs)
+            except ArchspecError as e:
+                raise _relabel(e, set(keys), cell.label()) from None
+            by_dir[cell.run_dir] = cell
+            cells.append(cell)
+    if check_state:
+        for cell in cells:
+            cell.state = cell_state(cell)
+    return out_dir, cells
+
+
+def _normal(data: Any) -> Any:
+    """JSON round trip: tuples -> lists, so a recipe compares equal to its YAML copy."""
+    return json.loads(json.dumps(data))
+
+
+def cell_state(cell: Cell) -> str:
+    """new (nothing there), done (finished with the same spec and recipe), resume (interrupted),
+    or partial (a run directory without a checkpoint yet: it is started again from scratch)."""
+    import yaml
+
+    from archspec.train.checkpoint import plain, spec_fingerprint
+
+    run_dir = cell.run_dir
+    if not run_dir.is_dir():
+        return "new"
+    summary: dict[str, Any] = {}
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    if not (run_dir / "last.pt").is_file():
+        return "partial" if any(run_dir.iterdir()) else "new"
+    if isinstance(summary, dict) and summary.get("status") in DONE:
+        try:
+            stored_recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+            stored_spec = yaml.safe_load((run_dir / "spec.yaml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            stored_recipe = stored_spec = None
+        wanted = _normal(plain(cell.recipe.to_dict()))
+        if not isinstance(stored_recipe, dict) or _normal(stored_recipe) != wanted:
+            changed = sorted(k for k in set(wanted) | set(stored_recipe or {})
+                             if _normal((stored_recipe or {}).get(k)) != wanted.get(k))
+            raise ArchspecError(f"this finished cell was trained with a different recipe "
+                                f"(differs in: {', '.join(changed) or 'recipe.yaml unreadable'})",
+                                file=str(run_dir), path=cell.label(),
+                                hint="use another --out for the new settings, or delete this cell's directory")
+        if not isinstance(stored_spec, dict) or spec_fingerprint(stored_spec) != spec_fingerprint(cell.spec.resolved):
+            raise ArchspecError("this finished cell was trained with a different version of the spec",
+                                file=str(run_dir), path=cell.label(),
+                                hint="use another --out for the edited spec, or delete this cell's directory")
+        return "done"
+    return "resume"
+
+
+def plan_table(cells: list[Cell]):
+    """A rich table of the cells (what --dry-run prints)."""
+    from rich.table import Table
+
+    where = cells[0].run_dir.parent if cells else ""
+    table = Table(title=f"{len(cells)} sweep cell{'s' if len(cells) != 1 else ''} in {where}/", title_justify="left",
+                  header_style="bold")
+    for name in ("#", "spec", "grid values", "recipe", "epochs", "run directory", "state"):
+        table.add_column(name, justify="right" if name in ("#", "epochs") else "left", overflow="fold")
+    for cell in cells:
+        table.add_row(str(cell.index), cell.spec_name, " ".join(f"{k}={v}" for k, v in cell.values) or "-",
+                      cell.recipe.name, str(cell.recipe.epochs), cell.run_dir.name, cell.state)
+    return table
+
+
+def run(cells: list[Cell], out: Path, *, data: str | None = None, data_dir: str | Path | None = None,
+        device: str = "auto", limit_train: int | None = None, limit_test: int | None = None, console=None,
+        progress: bool = True, quiet: bool = False) -> SweepResult:
+    """Train the cells in order (skipping finished ones); stop at the first interrupted cell (Ctrl-C)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from archspec.train.loop import train
+
+    console = console or Console()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArchspecError(f"cannot create the sweep folder: {exc.strerror or exc}", file=str(out)) from None
+    result = SweepResult(out=out, cells=cells)
+    for cell in cells:
+        state = cell_state(cell)
+        head = f"[bold][{cell.index}/{len(cells)}][/] {escape(cell.label())}"
+        if state == "done":
+            status = json.loads((cell.run_dir / "summary.json").read_text(encoding="utf-8")).get("status")
+            console.print(f"{head}: already {escape(str(status))}, skipped ({escape(str(cell.run_dir))})",
+                          highlight=False)
+            result.statuses[cell.index] = str(status)
+            continue
+        verb = "resuming" if state == "resume" else "training"
+        console.print(f"{head}: {verb} -> {escape(str(cell.run_dir))}", highlight=False)
+        outcome = train(cell.spec, cell.recipe, dataset=data, data_dir=data_dir, device=device,
+                        run_dir=None if state == "resume" else cell.run_dir,
+                        resume=cell.run_dir if state == "resume" else None,
+                        limit_train=limit_train, limit_test=limit_test, console=console, progress=progress,
+                        quiet=quiet)
+        result.statuses[cell.index] = outcome.status
+        if outcome.status == "interrupted":
+            result.interrupted = True
+            break
+    return result
+
+
+def band(runs_by_spec: dict[str, list], path: str | Path, *, title: str = "") -> Path:
+    """sweep --band: the min-max band of the per-epoch training loss across the grid, one band per spec."""
+    from archspec.experiments.figures import band_figure, figure_png, write_png
+
+    if not any(run.metrics for runs in runs_by_spec.values() for run in runs):
+        raise ArchspecError("no cell has metrics yet: nothing to draw", path="--band")
+    return write_png(figure_png(band_figure(runs_by_spec, key="train_loss", title=title)), path)

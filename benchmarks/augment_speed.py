@@ -1,0 +1,88 @@
+"""Batched augmentation (archspec.data.batch_augment) versus the per-sample torchvision v2 path, on
+CIFAR-sized random uint8 images.
+
+    .venv/bin/python benchmarks/augment_speed.py [--presets flip_crop heavy] [--n 4096] [--batch 512]
+
+For each preset it times, on the CPU (and on CUDA when available):
+- per-sample: what a DataLoader worker does per image in archspec/data/loader.py (v2 pre-normalisation
+  steps on a uint8 CHW tensor, normalise, post-normalisation steps), in one process;
+- batched: `BatchAugment` on [batch, 3, 32, 32] uint8 tensors on the device, normalisation included.
+It prints images/s for both and the ratio. Best of `--repeats` passes over the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from archspec.data.augment import build_augment
+from archspec.data.batch_augment import BatchAugment
+
+SHAPE = (3, 32, 32)
+MEAN = torch.tensor([0.4914, 0.4822, 0.4465])
+STD = torch.tensor([0.2470, 0.2435, 0.2616])
+
+
+def per_sample_rate(preset: str, images: torch.Tensor, repeats: int) -> float:
+    pre, post = build_augment(preset, SHAPE)
+    mean, std = MEAN.view(3, 1, 1), STD.view(3, 1, 1)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for image in images:
+            x = pre(image) if pre is not None else image
+            x = (x.float() / 255 - mean) / std
+            if post is not None:
+                x = post(x)
+        best = min(best, time.perf_counter() - start)
+    return len(images) / best
+
+
+def batched_rate(preset: str, images: torch.Tensor, batch: int, device: torch.device, repeats: int) -> float:
+    augment = BatchAugment.from_spec(preset, SHAPE)
+    if augment is None:
+        raise SystemExit(f"{preset} has no batched pipeline")
+    images = images.to(device)
+    mean, std = MEAN.to(device), STD.to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def one_pass() -> None:
+        for lo in range(0, len(images), batch):
+            augment(images[lo:lo + batch], mean, std, generator)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    one_pass()  # warm-up (kernel selection, allocator)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        one_pass()
+        best = min(best, time.perf_counter() - start)
+    return len(images) / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", nargs="+", default=["flip_crop", "heavy"])
+    ap.add_argument("--n", type=int, default=4096, help="images per pass")
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    images = torch.randint(0, 256, (args.n, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.n} images of "
+          f"{'x'.join(map(str, SHAPE))}, batch {args.batch}")
+    for preset in args.presets:
+        slow = per_sample_rate(preset, images, args.repeats)
+        print(f"{preset:12s} per-sample v2 (cpu, 1 process) {slow:12,.0f} images/s")
+        for device in devices:
+            fast = batched_rate(preset, images, args.batch, device, args.repeats)
+            print(f"{preset:12s} BatchAugment ({device.type:4s})            {fast:12,.0f} images/s   "
+                  f"{fast / slow:6.1f}x")
+
+
+if __name__ == "__main__":
+    main()
