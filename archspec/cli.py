@@ -162,6 +162,46 @@ def show(
 TRAIN_EXIT_CODES = {"completed": 0, "interrupted": 130, "diverged": 3}
 
 
+def _run_spec(path: Path | None) -> dict | None:
+    """The resolved spec a run directory (or a checkpoint inside one) saved as spec.yaml, if any."""
+    import yaml
+
+    if path is None:
+        return None
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    try:
+        saved = yaml.safe_load((folder / "spec.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _load_for_run(spec: Path, data: str | None, run: Path | None, allow_import: bool):
+    """Load the spec; without --data, re-target it the way the run was (`train --data X`), if it was.
+
+    So that `--resume`, `eval` and `export` of a run started with `--data X` need not repeat it.
+    The run's spec.yaml tells: when its input shape / classes differ from the spec's own and
+    re-targeting to its dataset reproduces them, that is what the run did.
+    """
+    from archspec.spec.loader import load_spec
+
+    loaded = load_spec(spec, dataset=data, allow_import=allow_import)
+    saved = _run_spec(run) if data is None else None
+    trained_on = saved.get("dataset") if saved else None
+    if not trained_on:
+        return loaded
+
+    def shape(resolved: dict) -> tuple:
+        return (list(resolved.get("input") or []), resolved.get("classes"))
+
+    if shape(loaded.resolved) != shape(saved):
+        retargeted = load_spec(spec, dataset=trained_on, allow_import=allow_import)
+        if shape(retargeted.resolved) == shape(saved):
+            err_console.print(f"note: the run was trained on {trained_on}; using that dataset", highlight=False)
+            return retargeted
+    return loaded
+
+
 @app.command()
 @user_errors
 def train(
@@ -199,7 +239,7 @@ def train(
     from archspec.spec.loader import load_spec
     from archspec.train.loop import train as run_training
 
-    loaded = load_spec(spec, dataset=data, allow_import=allow_import)
+    loaded = _load_for_run(spec, data, resume, allow_import)
     overrides = list(set_ or [])
     if seed is not None:
         overrides.append(f"seed={seed}")
@@ -209,8 +249,10 @@ def train(
     if recipe_ref is None:
         recipe_ref = loaded.recipe or "adam"
     resolved_recipe = load_recipe(recipe_ref, overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr)
+    if loaded.dataset is None and resolved_recipe.dataset:  # a dataset-less spec takes the recipe's
+        loaded = load_spec(spec, dataset=resolved_recipe.dataset, allow_import=allow_import)
     result = run_training(
-        loaded, resolved_recipe, dataset=data, data_dir=data_dir, device=device, run_dir=run_dir,
+        loaded, resolved_recipe, dataset=loaded.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
         runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
         console=console, progress=not quiet, quiet=quiet,
     )
@@ -241,11 +283,10 @@ def eval_(
 
     from rich.table import Table
 
-    from archspec.spec.loader import load_spec
     from archspec.train.evaluate import evaluate
 
-    loaded = load_spec(spec, dataset=data, allow_import=allow_import)
-    result = evaluate(loaded, checkpoint, dataset=data, data_dir=data_dir, device=device, limit_test=limit_test,
+    loaded = _load_for_run(spec, data, checkpoint, allow_import)
+    result = evaluate(loaded, checkpoint, dataset=loaded.dataset, data_dir=data_dir, device=device, limit_test=limit_test,
                       batch_size=batch_size)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
@@ -487,9 +528,8 @@ def export(
     Example: archspec export specs/mnist_quick.yaml --checkpoint runs/mnist_quick-quick-20250101-120000
     """
     from archspec.experiments.export import export_model
-    from archspec.spec.loader import load_spec
 
-    loaded = load_spec(spec, dataset=data, allow_import=allow_import)
+    loaded = _load_for_run(spec, data, checkpoint, allow_import)  # a run trained with --data X: same X
     result = export_model(loaded, checkpoint, fmt=fmt, out=output)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)

@@ -2,10 +2,12 @@
 CIFAR-sized random uint8 images.
 
     .venv/bin/python benchmarks/augment_speed.py [--presets flip_crop heavy] [--n 4096] [--batch 512]
+        [--per-sample-n 1024]
 
 For each preset it times, on the CPU (and on CUDA when available):
 - per-sample: what a DataLoader worker does per image in archspec/data/loader.py (v2 pre-normalisation
-  steps on a uint8 CHW tensor, normalise, post-normalisation steps), in one process;
+  steps on a uint8 CHW tensor, normalise, post-normalisation steps), in one process, on the first
+  `--per-sample-n` images (it is slow; the rate does not depend on the count);
 - batched: `BatchAugment` on [batch, 3, 32, 32] uint8 tensors on the device, normalisation included.
 It prints images/s for both and the ratio. Best of `--repeats` passes over the data.
 """
@@ -67,6 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", nargs="+", default=["flip_crop", "heavy"])
     ap.add_argument("--n", type=int, default=4096, help="images per pass")
+    ap.add_argument("--per-sample-n", type=int, default=1024, help="images per pass of the per-sample path")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
@@ -76,7 +79,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.n} images of "
           f"{'x'.join(map(str, SHAPE))}, batch {args.batch}")
     for preset in args.presets:
-        slow = per_sample_rate(preset, images, args.repeats)
+        slow = per_sample_rate(preset, images[:args.per_sample_n], args.repeats)
         print(f"{preset:12s} per-sample v2 (cpu, 1 process) {slow:12,.0f} images/s")
         for device in devices:
             fast = batched_rate(preset, images, args.batch, device, args.repeats)

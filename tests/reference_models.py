@@ -28,6 +28,7 @@ PUBLISHED = {
     "linear": 30_730,
     "mlp": 346_994,
     "mlp_norelu": 346_994,
+    "mlp_tanh": 346_994,
     "mynet": 152_820,
     "mynet500": 657_220,
     "vgg16": 14_728_266,
@@ -243,15 +244,16 @@ def linear() -> LinearNet:
 class MLPNet(nn.Module):
     """Question 3: 3072 -> 110 -> 74 -> 10, with or without ReLU between the layers."""
 
-    def __init__(self, relu: bool = True):
+    def __init__(self, relu: bool = True, tanh: bool = False):
         super().__init__()
         self.relu = relu
+        self.tanh = tanh
         self.fc = nn.Linear(32 * 32 * 3, 110)
         self.fc1 = nn.Linear(110, 74)
         self.fc2 = nn.Linear(74, 10)
 
     def forward(self, val):
-        act = F.relu if self.relu else (lambda t: t)
+        act = torch.tanh if self.tanh else F.relu if self.relu else (lambda t: t)
         val = val.view(-1, 32 * 32 * 3)
         val = act(self.fc(val))
         val = act(self.fc1(val))
@@ -264,6 +266,10 @@ def mlp() -> MLPNet:
 
 def mlp_norelu() -> MLPNet:
     return MLPNet(relu=False)
+
+
+def mlp_tanh() -> MLPNet:
+    return MLPNet(relu=False, tanh=True)
 
 
 # --- Project 2 (seed 004): MyNet and VGG-A -------------------------------------------------------
@@ -426,6 +432,7 @@ REFERENCES = {
     "linear": (linear, (3, 32, 32)),
     "mlp": (mlp, (3, 32, 32)),
     "mlp_norelu": (mlp_norelu, (3, 32, 32)),
+    "mlp_tanh": (mlp_tanh, (3, 32, 32)),
     "mynet": (mynet, (3, 32, 32)),
     "mynet500": (mynet500, (3, 32, 32)),
     "vgg_a": (vgg_a, (3, 32, 32)),

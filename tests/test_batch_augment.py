@@ -356,6 +356,19 @@ def test_color_jitter_order_is_random_per_sample_like_v2():
     assert 0.4 < counts[0].item() / 600 < 0.6
 
 
+def test_color_jitter_all_four_steps_give_v2s_outcomes():
+    """With all four factors fixed, the outcome depends only on the order (24 orders): ours and v2's
+    outcomes are the same set, so hue sits at every position as in v2."""
+    factors = dict(brightness=(1.6, 1.6), contrast=(0.5, 0.5), saturation=(1.8, 1.8), hue=(0.15, 0.15))
+    x = torch.rand(1, 3, 2, 3, generator=gen(43)).expand(2000, -1, -1, -1)
+    ours = color_jitter(x, **factors, generator=gen(44)).flatten(1)
+    theirs = per_sample(v2.ColorJitter(**factors), x[:300], seed=44).flatten(1)
+    distance = torch.cdist(ours.double(), theirs.double())
+    assert distance.min(0).values.max() < 1e-5  # every v2 outcome is one of ours
+    assert distance.min(1).values.max() < 1e-5  # and every one of ours is one of v2's
+    assert len(torch.unique((ours * 1e4).round(), dim=0)) > 6  # the order really matters here
+
+
 def test_color_jitter_grey_images_skip_saturation_and_hue():
     x = random_uint8((8, 1, 5, 5), seed=23)
     assert torch.equal(color_jitter(x, saturation=(2.0, 2.0), hue=(0.3, 0.3), generator=gen(0)), x)

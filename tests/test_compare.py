@@ -228,9 +228,16 @@ def test_unreadable_files_are_problems_not_crashes(tmp_path):
 
 
 def test_parent_directory_expands_to_its_runs_and_duplicates_are_dropped(three_runs):
-    (three_runs / "notes").mkdir()  # not a run dir: ignored inside a parent
+    (three_runs / "notes").mkdir()  # not a run dir and holds none: ignored inside a parent
     runs = find_runs([three_runs, three_runs / "b"])
     assert [r.name for r in runs] == ["a", "b", "c"]
+
+
+def test_runs_folder_includes_the_cells_of_sweep_folders(three_runs):
+    write_run(three_runs / "sweep-x", "cell1", recipe=recipe_dict(), spec=SPEC, summary=summary(0.1, 1.0))
+    write_run(three_runs / "sweep-x", "cell2", recipe=recipe_dict(), spec=SPEC, summary=summary(0.2, 1.0))
+    write_run(three_runs / "deep" / "er", "too-deep", recipe=recipe_dict(), spec=SPEC, summary=summary(0.3, 1.0))
+    assert [r.name for r in find_runs([three_runs])] == ["a", "b", "c", "cell1", "cell2"]
 
 
 @pytest.mark.parametrize("make, message", [

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from rich.console import Console
 
 import archspec
@@ -156,6 +157,14 @@ def test_resume_refuses_a_checkpoint_from_another_spec(tmp_path):
     with pytest.raises(ArchspecError, match="no last.pt"):
         _train(spec, recipe, resume=tmp_path)
 
+    # The optimizer/schedule state comes from the checkpoint, so a recipe that changes them is refused
+    # (an Adam state loaded into SGD would otherwise fail with a KeyError deep inside torch).
+    sgd = _file(tmp_path, "sgd.yaml", RESUME_RECIPE.replace("{name: adam, lr: 0.01}", "{name: sgd, lr: 0.1}"))
+    with pytest.raises(ArchspecError, match="cannot resume with a different optimizer") as info:
+        _train(spec, sgd, resume=tmp_path / "run")
+    assert "'adam'" in str(info.value) and "'sgd'" in str(info.value)
+    assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["optimizer"]["name"] == "adam"
+
 
 # --- real processes -------------------------------------------------------------------------
 
@@ -209,10 +218,13 @@ def test_ctrl_c_saves_and_the_run_resumes_without_gaps(tmp_path, cli):
     assert 1 <= done < epochs
     assert [r["epoch"] for r in read_metrics_csv(run / "metrics.csv")] == list(range(1, done + 1))
 
-    resumed = cli("train", spec, "--resume", run, "--device", "cpu", "--limit-train", 384, "--limit-test", 64)
+    # no --limit-* here: a resumed run keeps the data subset it was started with
+    resumed = cli("train", spec, "--resume", run, "--device", "cpu")
     assert resumed.exit_code == 0, resumed.output
     assert [r["epoch"] for r in read_metrics_csv(run / "metrics.csv")] == list(range(1, epochs + 1))
-    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == epochs
+    final = torch.load(run / "last.pt", weights_only=True)
+    assert final["epoch"] == epochs and final["limits"] == {"train": 384, "test": 64}
+    assert final["lr_history"].numel() == epochs * 12  # 384 images / 32 per batch, every epoch
 
 
 def test_kill_9_at_random_moments_then_resume_has_each_epoch_once(tmp_path):
@@ -236,7 +248,8 @@ def test_kill_9_at_random_moments_then_resume_has_each_epoch_once(tmp_path):
         # Kill at a random moment of training (not while still importing torch): after a random number of
         # further epochs, plus a random fraction of a second (epochs take ~0.05-0.5 s here).
         target = _epochs_written(run) + rng.randint(0, 3)
-        _wait_for(lambda log=log: "train: spec slow" in log.read_text() and _epochs_written(run) >= target, proc)
+        _wait_for(lambda log=log, target=target: "train: spec slow" in log.read_text()
+                  and _epochs_written(run) >= target, proc)
         time.sleep(rng.uniform(0.0, 0.15))
         if proc.poll() is not None:
             break

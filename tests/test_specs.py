@@ -37,7 +37,7 @@ META_BUILD = {"variant4", "variant5"}
 HEAVY = {"variant2", "variant3"}
 # Nets whose archspec model must compute exactly the reference's function given its weights.
 SAME_FUNCTION = [
-    "c5l3", "variant1", "adaptive_block", "tutorial", "linear", "mlp", "mlp_norelu",
+    "c5l3", "variant1", "adaptive_block", "tutorial", "linear", "mlp", "mlp_norelu", "mlp_tanh",
     "mynet", "mynet500", "vgg_a", "vgg_a_bn", "resnet18", "mnist_quick",
 ]
 

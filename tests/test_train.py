@@ -120,6 +120,24 @@ def test_run_directory_has_every_file(tmp_path):
     assert "epoch 1/2" in output and "epoch 2/2" in output and "summary: status completed" in output
 
 
+def test_terminal_output_has_table_rows_and_summary_panel(tmp_path):
+    spec = archspec.load_spec(_file(tmp_path, "tiny.yaml", TINY_SPEC))
+    recipe = load_recipe(str(_file(tmp_path, "recipe.yaml", TINY_RECIPE)))
+    out = io.StringIO()
+    console = Console(file=out, width=140, force_terminal=True, color_system=None)
+    train(spec, recipe, device="cpu", console=console, runs_root=tmp_path / "runs", limit_train=32, limit_test=16)
+    text = out.getvalue()
+    assert text.count("train loss") == 1  # one header, then one row per epoch
+    assert "1/2" in text and "2/2" in text
+    assert "tiny + tinyrecipe on synthetic" in text and "best test acc" in text and "throughput" in text
+
+    quiet = io.StringIO()
+    train(spec, recipe, device="cpu", console=Console(file=quiet, width=140, force_terminal=True),
+          runs_root=tmp_path / "runs", limit_train=32, limit_test=16, quiet=True, progress=False)
+    lines = quiet.getvalue().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("summary: status completed")
+
+
 def test_training_learns_and_weights_are_saved(tmp_path):
     result, _ = _run(tmp_path, overrides=["epochs=3"], limit_train=128)
     accs = [row["train_acc"] for row in result.metrics]
@@ -148,17 +166,23 @@ def test_same_seed_same_run(tmp_path):
 
 
 def test_divergence_stops_with_status_and_learning_rate(tmp_path):
-    recipe = TINY_RECIPE.replace("{name: adam, lr: 0.01}", "{name: sgd, lr: 1000000.0}")
+    """Epoch 1 trains normally; the schedule then multiplies the lr by 1e8 and the loss blows up."""
+    recipe = TINY_RECIPE.replace("{name: adam, lr: 0.01}", "{name: sgd, lr: 0.01}") + textwrap.dedent("""
+        schedule:
+          phases:
+            - {type: constant, epochs: 1}
+            - {type: constant, factor: 1.0e+8}
+        """)
     result, output = _run(tmp_path, recipe_text=recipe, overrides=["epochs=5"], limit_train=160)
-    assert result.status == "diverged"
-    assert result.epochs_completed < 5
-    assert "1e+06" in result.message and "learning rate" in result.message
+    assert result.status == "diverged" and result.epochs_completed == 1
+    assert "epoch 2 at learning rate 1e+06" in result.message and "--lr 0.001" in result.message
     summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert summary["status"] == "diverged" and summary["epochs"] == result.epochs_completed
-    last = torch.load(result.run_dir / "last.pt", weights_only=True)
-    assert last["epoch"] == result.epochs_completed  # the last good epoch, not the diverged one
-    assert all(torch.isfinite(t).all() for t in last["model"].values())
-    assert len(read_metrics_csv(result.run_dir / "metrics.csv")) == result.epochs_completed
+    assert summary["status"] == "diverged" and summary["epochs"] == 1
+    for name in ("last.pt", "best.pt"):
+        kept = torch.load(result.run_dir / name, weights_only=True)
+        assert kept["epoch"] == 1  # the last good epoch, not the diverged one
+        assert all(torch.isfinite(t).all() for t in kept["model"].values())
+    assert [r["epoch"] for r in read_metrics_csv(result.run_dir / "metrics.csv")] == [1]
     assert "diverged" in output
 
 
@@ -293,6 +317,9 @@ def test_atomic_writes_replace_whole_files_and_leave_no_litter(tmp_path):
         atomic_torch_save({"x": lambda: None}, ckpt)
     assert torch.equal(torch.load(ckpt, weights_only=True)["x"], torch.arange(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "metrics.csv", "s.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target.stat().st_mode & 0o777) == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
@@ -330,6 +357,30 @@ def test_cli_train_then_eval(tmp_path, cli):
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.stdout)
     assert data["images"] == 16 and len(data["per_class"]) == 4 and 0 <= data["test_acc"] <= 1
+
+
+def test_cli_eval_and_resume_reuse_the_dataset_a_run_was_retargeted_to(tmp_path, cli):
+    spec = _file(tmp_path, "digits.yaml", """
+        name: digits
+        dataset: mnist-mini
+        layers:
+          - conv: {out: 4, kernel: 3, padding: 1}
+          - relu
+          - pool: 4
+          - flatten
+          - linear: classes
+        """)
+    recipe = _file(tmp_path, "recipe.yaml", TINY_RECIPE)
+    run = tmp_path / "run"
+    trained = cli("train", spec, "--data", "synthetic", "--recipe", recipe, "--epochs", "1", "--limit-train", "32",
+                  "--limit-test", "16", "--device", "cpu", "--run-dir", run)
+    assert trained.exit_code == 0, trained.output
+    assert yaml.safe_load((run / "spec.yaml").read_text())["input"] == [3, 32, 32]
+    shown = cli("eval", spec, "--checkpoint", run / "best.pt", "--device", "cpu", "--limit-test", "16", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert "trained on synthetic" in shown.stderr and json.loads(shown.stdout)["images"] == 16
+    resumed = cli("train", spec, "--resume", run, "--device", "cpu", "--limit-train", "32", "--limit-test", "16")
+    assert resumed.exit_code == 0, resumed.output
 
 
 def test_cli_exit_codes_for_divergence_and_bad_input(tmp_path, cli):

@@ -70,9 +70,9 @@ def _uniform(generator, shape, device, low: float, high: float) -> Tensor:
 
 def _randint_below(generator, bound: Tensor | int, shape, device) -> Tensor:
     """Integers uniform on 0..bound-1 (like `torch.randint(0, bound)`); `bound` may be per sample."""
-    bound_t = torch.as_tensor(bound, device=device)
-    drawn = (_rand(generator, shape, device) * bound_t).floor_().long()
-    return torch.minimum(drawn, bound_t.long() - 1)  # u*bound can round up to bound in float32
+    drawn = (_rand(generator, shape, device) * bound).floor_().long()
+    # u * bound can round up to bound in float32.
+    return drawn.clamp_(max=bound - 1) if isinstance(bound, int) else torch.minimum(drawn, bound.long() - 1)
 
 
 def _check_batch(x: Tensor) -> None:
@@ -90,6 +90,8 @@ def _fill_tensor(fill: Fill, x: Tensor) -> Tensor:
     values = list(fill) if isinstance(fill, Sequence) else [fill]
     if len(values) not in (1, x.shape[1]):
         raise ValueError(f"fill has {len(values)} values for {x.shape[1]} channels")
+    if len(values) == 1:  # a fill kernel rather than a host-to-device copy
+        return torch.full((1, 1, 1, 1), values[0], dtype=x.dtype, device=x.device)
     return torch.tensor(values, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
 
 
@@ -348,7 +350,7 @@ def _erase_boxes(generator, b: int, h: int, w: int, device, scale, ratio, *, era
     else:
         bw, bh = (area * aspect).sqrt_().round_(), (area / aspect).sqrt_().round_()
         ok = (bh > 0) & (bh <= h) & (bw > 0) & (bw <= w)
-    first = ok.to(torch.uint8).argmax(1, keepdim=True)  # the first try that fits (0 if none does)
+    first = ok.int().argmax(1, keepdim=True)  # the first try that fits (0 if none does)
     return bh.gather(1, first).squeeze(1).long(), bw.gather(1, first).squeeze(1).long(), ok.any(1)
 
 
@@ -467,44 +469,27 @@ def _gray(y: Tensor, integer: bool) -> Tensor:
 def _blend(y: Tensor, other: Tensor, factor: Tensor, bound: float, integer: bool) -> Tensor:
     """v2's `_blend`: y*f + other*(1-f), clamped; uint8 results are truncated (`.to(uint8)`). v2 adds
     with a fused multiply-add (a scalar `alpha`); with a per-sample factor this rounds once more, so a
-    uint8 result can be 1 lower than v2's in a few pixels."""
+    uint8 result can differ from v2's by 1 in a few pixels."""
     f = factor.view(-1, 1, 1, 1)
     out = (y * f + other * (1 - f)).clamp_(0, bound)
     return out.floor_() if integer else out
 
 
-def _rgb_to_hsv(rgb: Tensor) -> Tensor:
-    """[B, 3, H, W] in 0..1 -> hue, saturation, value (hue in 0..1), as v2's `_rgb_to_hsv`."""
-    r, g, b = rgb.unbind(1)
-    maxc, minc = rgb.amax(1), rgb.amin(1)
-    span = maxc - minc
-    flat = span == 0
-    sat = span / torch.where(flat, torch.ones_like(maxc), maxc)
-    span = torch.where(flat, torch.ones_like(span), span)
-    hue = torch.where(maxc == r, (g - b) / span,
-                      torch.where(maxc == g, 2 + (b - r) / span, 4 + (r - g) / span))
-    hue = torch.where(flat, torch.zeros_like(hue), hue)
-    return torch.stack([(hue / 6).remainder(1.0), sat, maxc], 1)
-
-
-def _hsv_to_rgb(hsv: Tensor) -> Tensor:
-    """Inverse of _rgb_to_hsv, via the closed form channel(n) = v - v*s*clamp(min(k, 4-k), 0, 1) with
-    k = (n + 6h) mod 6 for n = 5, 3, 1 (red, green, blue); equal to the sector-table form v2 uses."""
-    h, s, v = hsv.unbind(1)
-    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)
-    k = (n + h.unsqueeze(1) * 6).remainder(6)
-    ramp = torch.minimum(k, 4 - k).clamp(0, 1)
-    return (v.unsqueeze(1) - v.unsqueeze(1) * s.unsqueeze(1) * ramp).clamp(0, 1)
-
-
 def _adjust_hue(y: Tensor, shift: Tensor, integer: bool) -> Tensor:
-    """v2's adjust_hue: rotate hue in HSV; uint8 goes through 0..1 and back as v2's to_dtype does
-    (multiply by 255.999 and truncate)."""
-    rgb = y / 255 if integer else y
-    hsv = _rgb_to_hsv(rgb)
-    hsv = torch.stack([(hsv[:, 0] + shift.view(-1, 1, 1)).remainder(1.0), hsv[:, 1], hsv[:, 2]], 1)
-    out = _hsv_to_rgb(hsv)
-    return out.mul_(255 + 1 - 1e-3).floor_() if integer else out
+    """v2's adjust_hue (RGB -> HSV, rotate hue, back) without building the HSV image: a hue rotation
+    keeps each pixel's max and min channel, and the sector formula of HSV -> RGB can be written as
+    channel(n) = max - (max - min) * clamp(min(k, 4 - k), 0, 1) with k = (n + 6 * hue) mod 6 for
+    n = 5, 3, 1 (red, green, blue). uint8 values are converted back as v2's to_dtype does (scale by
+    255.999 / 255 and truncate), so a channel can differ from v2's by 1 where float rounding differs."""
+    r, g, b = y[:, 0:1], y[:, 1:2], y[:, 2:3]
+    maxc, minc = y.amax(1, keepdim=True), y.amin(1, keepdim=True)
+    span = maxc - minc
+    safe = torch.where(span == 0, torch.ones_like(span), span)  # flat pixels: any hue gives max
+    hue6 = torch.where(maxc == r, (g - b) / safe, torch.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    sector = torch.arange(5, 0, -2, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)  # 5, 3, 1
+    k = (hue6 + shift.view(-1, 1, 1, 1) * 6 + sector).remainder_(6)
+    out = maxc - span * torch.minimum(k, 4 - k).clamp_(0, 1)
+    return out.mul_((255 + 1 - 1e-3) / 255).floor_() if integer else out.clamp_(0, 1)
 
 
 def color_jitter(x: Tensor, brightness: float | Sequence[float] | None = None,
@@ -513,12 +498,15 @@ def color_jitter(x: Tensor, brightness: float | Sequence[float] | None = None,
                  hue: float | Sequence[float] | None = None, *,
                  generator: torch.Generator | None = None) -> Tensor:
     """v2.ColorJitter with per-sample factors *and* a per-sample random order of the four adjustments
-    (v2 draws a permutation per image; the order matters because each step clamps). Arguments are
-    read as v2 reads them. Grey (1-channel) images skip saturation and hue, as v2 does.
+    (v2 draws a permutation per image; the order matters because each step clamps and, for uint8,
+    truncates). Arguments are read as v2 reads them. Grey (1-channel) images skip saturation and hue,
+    as v2 does.
 
-    Each of the four positions applies every enabled adjustment, with the identity factor for the
-    samples whose permutation puts another adjustment there; brightness, contrast and saturation with
-    factor 1 are exact no-ops, and hue is selected with a mask."""
+    Brightness, contrast and saturation are all blends, y*f + other*(1-f) with other = 0, the mean
+    grey level, or the grey image, so each position of the order is one blend whose `other` and `f`
+    are picked per sample (f = 1, an exact no-op, where the position is not active). The costly hue
+    step runs once for the whole batch: first the positions before each sample's hue position, then
+    hue, then the positions after it."""
     _check_batch(x)
     b, c = x.shape[:2]
     if c not in (1, 3):
@@ -533,22 +521,41 @@ def color_jitter(x: Tensor, brightness: float | Sequence[float] | None = None,
         return x.clone()
     integer = not x.is_floating_point()
     bound = 255.0 if integer else 1.0
-    factors = [None if r is None else _uniform(generator, (b,), x.device, *r) for r in ranges]
-    order = _rand(generator, (b, 4), x.device).argsort(1)  # a uniform random permutation per sample
-    y = x.float() if integer else x
-    for position in range(4):
+    ones = torch.ones(b, device=x.device)
+    factors = [ones if r is None else _uniform(generator, (b,), x.device, *r) for r in ranges]
+    order = _rand(generator, (b, 4), x.device).argsort(1)  # order[:, k]: the step at position k (0..3)
+    blend_factors = torch.stack([*factors[:3], ones], 1)  # hue's column: blending is a no-op there
+    use_gray = ranges[1] is not None or ranges[2] is not None
+
+    def blend_at(y: Tensor, position: int, active: Tensor | None) -> Tensor:
         step = order[:, position]
-        if factors[0] is not None:
-            y = _blend(y, torch.zeros((), device=y.device, dtype=y.dtype),
-                       torch.where(step == 0, factors[0], 1.0), bound, integer)
-        if factors[1] is not None:
+        f = blend_factors.gather(1, step[:, None]).squeeze(1)
+        if active is not None:
+            f = torch.where(active, f, 1.0)
+        other = torch.zeros((), dtype=y.dtype, device=y.device)
+        if use_gray:
             gray = _gray(y, integer) if c == 3 else y
-            mean = gray.mean(dim=(1, 2, 3), keepdim=True)
-            y = _blend(y, mean, torch.where(step == 1, factors[1], 1.0), bound, integer)
-        if factors[2] is not None:
-            y = _blend(y, _gray(y, integer), torch.where(step == 2, factors[2], 1.0), bound, integer)
-        if factors[3] is not None:
-            y = torch.where((step == 3)[:, None, None, None], _adjust_hue(y, factors[3], integer), y)
+            pick = step.view(-1, 1, 1, 1)
+            if ranges[1] is not None:
+                other = torch.where(pick == 1, gray.mean(dim=(1, 2, 3), keepdim=True), other)
+            if ranges[2] is not None:
+                other = torch.where(pick == 2, gray, other)
+        return _blend(y, other, f, bound, integer)
+
+    y = x.float() if integer else x
+    blends = any(r is not None for r in ranges[:3])
+    if ranges[3] is None:
+        for position in range(4):
+            y = blend_at(y, position, None)
+    else:
+        hue_at = (order == 3).int().argmax(1)
+        if blends:
+            for position in range(3):
+                y = blend_at(y, position, position < hue_at)
+        y = _adjust_hue(y, factors[3], integer)
+        if blends:
+            for position in range(1, 4):
+                y = blend_at(y, position, position > hue_at)
     return y.to(x.dtype) if integer else y
 
 
@@ -654,9 +661,11 @@ class BatchAugment:
     batch is normalised, then `post` steps run on the normalised float batch (RandomErasing in the
     `heavy` presets, or anything after a bare `Normalize` in an explicit list), as in the per-sample path.
 
-    Usage on the device-resident path (one generator per epoch, on the data's device):
+    Usage on the device-resident path, with a generator on the data's device seeded per batch from
+    (seed, epoch, batch number), so a resumed run draws the same augmentations:
 
-        aug = BatchAugment.from_spec(recipe_augment, input_shape)   # None -> use the DataLoader path
+        aug = BatchAugment.from_spec(recipe_augment, input_shape, seed=seed)  # None: DataLoader path
+        generator = torch.Generator(device).manual_seed(derive_seed(seed, "augment", epoch, b))
         x = aug(images[index], mean, std, generator, indices=index, epoch=epoch)
     """
 

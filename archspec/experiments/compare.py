@@ -21,6 +21,7 @@ from archspec.errors import ArchspecError, did_you_mean
 from archspec.experiments.runs import Run
 
 MAX_SPEC_COLUMNS = 3
+MAX_LABEL_OPTIONS = 3  # plot legends name runs by their differing options only when there are few
 # Keys that only document a run; they never count as a difference.
 _RECIPE_IGNORED = frozenset({"name", "description"})
 _SPEC_IGNORED = frozenset({"name", "description", "recipe", "notes", "doc", "tags", "reference", "source"})
@@ -109,10 +110,14 @@ class Comparison:
     runs: list[Run]
 
     def labels(self) -> list[str]:
-        """A short legend label per run: spec, plus the differing options' values (or the run dir name)."""
+        """A short legend label per run: spec plus the differing options' values, or the run directory
+        name when that would be long or would not tell the runs apart."""
+        if len(self.options) > MAX_LABEL_OPTIONS:  # a legend of long labels would crowd out the plot
+            return [row["run"] for row in self.rows]
+        short = short_keys(self.options)
         labels = []
         for row in self.rows:
-            parts = [f"{k}={_plain_value(row.get(k))}" for k in self.options]
+            parts = [f"{short[k]}={_plain_value(row.get(k))}" for k in self.options]
             spec_varies = len({r["spec"] for r in self.rows}) > 1
             text = " ".join(([row["spec"]] if spec_varies or not parts else []) + parts)
             labels.append(text or row["run"])

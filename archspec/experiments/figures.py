@@ -38,29 +38,28 @@ def write_png(data: bytes, path: str | Path) -> Path:
 
 
 def overlay_figure(runs: Sequence[Run], labels: Sequence[str], *, title: str = ""):
-    """Test accuracy (left) and loss (right: train solid, test dashed) of every run, one colour per run."""
+    """Test accuracy (left) and loss (right: train solid, test dashed) of every run, one colour per run.
+
+    One legend entry per run, outside the axes, so a sweep of a dozen runs still leaves room for the curves.
+    """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 4.6), layout="constrained")
+    fig = Figure(figsize=(14, 4.8), layout="constrained")
     acc_ax, loss_ax = fig.subplots(1, 2)
-    colours = [f"C{i % 10}" for i in range(len(runs))]
-    for run, label, colour in zip(runs, labels, colours, strict=True):
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        colour = f"C{i % 10}"
         xs, ys = run.series("test_acc")
-        if xs:
-            acc_ax.plot(xs, [100.0 * y for y in ys], marker="o", markersize=3, color=colour, label=label)
+        acc_ax.plot(xs, [100.0 * y for y in ys], marker="o", markersize=3, color=colour, label=label)
         xs, ys = run.series("train_loss")
-        if xs:
-            loss_ax.plot(xs, ys, marker="o", markersize=3, color=colour, label=f"{label} (train)")
+        loss_ax.plot(xs, ys, marker="o", markersize=3, color=colour)
         xs, ys = run.series("test_loss")
-        if xs:
-            loss_ax.plot(xs, ys, linestyle="--", marker="x", markersize=3, color=colour, label=f"{label} (test)")
+        loss_ax.plot(xs, ys, linestyle="--", marker="x", markersize=3, color=colour)
     acc_ax.set(title="test accuracy", xlabel="epoch", ylabel="accuracy (%)")
     loss_ax.set(title="loss (solid: train, dashed: test)", xlabel="epoch", ylabel="loss")
     for ax in (acc_ax, loss_ax):
         ax.grid(True, alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        if ax.lines:
-            ax.legend(loc="best", fontsize="small")
+    fig.legend(loc="outside right upper", fontsize="small")
     if title:
         fig.suptitle(title)
     return fig

@@ -177,11 +177,23 @@ def _not_a_run(path: Path) -> ArchspecError:
                          hint=f"a run directory holds {', '.join(EXPECTED_FILES)} (written by `archspec train`)")
 
 
+def _runs_under(folder: Path) -> list[Path]:
+    """Run directories among `folder`'s children and grandchildren (runs/ holds sweep folders of runs)."""
+    found = []
+    for child in sorted(folder.iterdir()):
+        if is_run_dir(child):
+            found.append(child)
+        elif child.is_dir():
+            found.extend(sorted(grandchild for grandchild in child.iterdir() if is_run_dir(grandchild)))
+    return found
+
+
 def find_runs(paths: list[str | Path]) -> list[Run]:
     """Runs from run directories and/or parents of run directories, in the order given (children sorted).
 
-    A parent contributes every immediate sub-directory that is a run directory, so
-    `archspec compare runs/` or `archspec compare runs/sweep-lr/` work. Duplicates are dropped.
+    A folder that is not a run directory contributes the run directories among its children and
+    grandchildren, so `archspec compare runs/sweep-lr/` and `archspec compare runs/` (single runs and
+    every sweep's cells) both work. Duplicates are dropped.
     """
     if not paths:
         raise ArchspecError("no run directories given", hint="example: archspec compare runs/")
@@ -192,7 +204,7 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
         if is_run_dir(path):
             candidates = [path]
         elif path.is_dir():
-            candidates = sorted(child for child in path.iterdir() if is_run_dir(child))
+            candidates = _runs_under(path)
             if not candidates:
                 raise _not_a_run(path)
         else:

@@ -187,13 +187,13 @@ def _normal(data: Any) -> Any:
 def cell_state(cell: Cell) -> str:
     """new (nothing there), done (finished with the same spec and recipe), resume (interrupted),
     or partial (a run directory without a checkpoint yet: it is started again from scratch)."""
+    run_dir = cell.run_dir
+    if not run_dir.is_dir():
+        return "new"
     import yaml
 
     from archspec.train.checkpoint import plain, spec_fingerprint
 
-    run_dir = cell.run_dir
-    if not run_dir.is_dir():
-        return "new"
     summary: dict[str, Any] = {}
     try:
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
@@ -264,11 +264,15 @@ def run(cells: list[Cell], out: Path, *, data: str | None = None, data_dir: str 
             continue
         verb = "resuming" if state == "resume" else "training"
         console.print(f"{head}: {verb} -> {escape(str(cell.run_dir))}", highlight=False)
-        outcome = train(cell.spec, cell.recipe, dataset=data, data_dir=data_dir, device=device,
-                        run_dir=None if state == "resume" else cell.run_dir,
-                        resume=cell.run_dir if state == "resume" else None,
-                        limit_train=limit_train, limit_test=limit_test, console=console, progress=progress,
-                        quiet=quiet)
+        try:
+            outcome = train(cell.spec, cell.recipe, dataset=data, data_dir=data_dir, device=device,
+                            run_dir=None if state == "resume" else cell.run_dir,
+                            resume=cell.run_dir if state == "resume" else None,
+                            limit_train=limit_train, limit_test=limit_test, console=console, progress=progress,
+                            quiet=quiet)
+        except ArchspecError as e:  # say which cell failed; the finished ones stay done
+            raise ArchspecError(f"{e.message} (sweep cell {cell.index}/{len(cells)}: {cell.label()})",
+                                file=e.file, line=e.line, col=e.col, path=e.path, hint=e.hint) from None
         result.statuses[cell.index] = outcome.status
         if outcome.status == "interrupted":
             result.interrupted = True

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from archspec.layers.base import (
-    NONNEG_INT, POS_INT, LayerKind, ShapeError, conv_out, fmt_shape, kwargs_code, need_image, register,
+    NONNEG_INT,
+    POS_INT,
+    LayerKind,
+    ShapeError,
+    conv_out,
+    fmt_shape,
+    kwargs_code,
+    need_image,
+    register,
 )
 
 

@@ -89,7 +89,11 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
     path = checkpoint_path(checkpoint, prefer="best.pt")
     ckpt = load_checkpoint(path)
     dev = resolve_device(device)
-    precision = resolve_precision("auto", dev)
+    recipe: dict[str, Any] = ckpt.get("recipe") or {}
+    try:  # evaluate in the precision the run trained in, so the numbers match its metrics
+        precision = resolve_precision(recipe.get("precision", "auto"), dev)
+    except ArchspecError:  # e.g. an fp16 (CUDA) run evaluated on a CPU
+        precision = resolve_precision("auto", dev)
 
     model = archspec.build_model(spec)
     warnings = check_compatible(ckpt, spec_name=spec.name, fingerprint=spec_fingerprint(spec.resolved),
@@ -100,7 +104,6 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
     if channels_last:
         model.to(memory_format=torch.channels_last)
 
-    recipe: dict[str, Any] = ckpt.get("recipe") or {}
     ds = dataset or spec.dataset or ckpt.get("dataset")
     if not ds:
         raise ArchspecError("no dataset to evaluate on: the spec has no `dataset:`; pass --data NAME")
@@ -113,8 +116,14 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
         eval_batch_size=int(batch_size or DEFAULT_EVAL_BATCH),
     )
     num_classes = spec.num_classes or len(bundle.class_names)
-    loss, acc, class_correct, class_total, seen = evaluate_loader(
-        model, bundle.test, device=dev, precision=precision, channels_last=channels_last, num_classes=num_classes)
+    try:
+        loss, acc, class_correct, class_total, seen = evaluate_loader(
+            model, bundle.test, device=dev, precision=precision, channels_last=channels_last,
+            num_classes=num_classes)
+    except torch.OutOfMemoryError:
+        size = int(batch_size or DEFAULT_EVAL_BATCH)
+        raise ArchspecError(f"out of GPU memory evaluating with batch size {size}",
+                            hint=f"try a smaller --batch-size (e.g. {max(1, size // 4)})") from None
     names = list(bundle.class_names) or [str(i) for i in range(num_classes)]
     per_class = []
     for i, (c, t) in enumerate(zip(class_correct.tolist(), class_total.tolist(), strict=True)):

@@ -54,6 +54,9 @@ DIVERGENCE_FACTOR = 10.0  # running loss above this multiple of the first loss =
 PLOT_EVERY_SECONDS = 60.0  # redraw curves.png / lr.png during a run at most this often (and at the end)
 
 STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_DIVERGED = "completed", "interrupted", "diverged"
+# Recipe keys a resumed run may not change: their state (optimizer moments, scheduler position,
+# steps per epoch) comes from the checkpoint, so a new value would be silently ignored or break.
+RESUME_FROZEN_KEYS = ("optimizer", "schedule", "batch_size")
 
 
 @dataclass
@@ -90,6 +93,20 @@ class _State:
     train_seconds: float = 0.0  # wall time of completed epochs (train + eval)
     train_phase_seconds: float = 0.0  # training steps only, for throughput
     images_seen: int = 0
+
+
+    def record(self, row: dict[str, Any], outcome: _EpochOutcome) -> bool:
+        """Account for a completed epoch; True when its test accuracy is the best so far."""
+        test_acc = row.get("test_acc")
+        improved = test_acc is not None and (self.best_test_acc is None or test_acc > self.best_test_acc)
+        if improved:
+            self.best_test_acc, self.best_epoch = test_acc, row["epoch"]
+        self.epoch = row["epoch"]
+        self.metrics.append(row)
+        self.train_seconds += row["epoch_seconds"]
+        self.train_phase_seconds += outcome.seconds
+        self.images_seen += outcome.images
+        return improved
 
 
 @dataclass
@@ -179,7 +196,19 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
         return problem, total_loss / max(1, images), hits / max(1, images)
 
     with reporter.epoch(epoch, epochs, steps_total) as bar:
-        for x, y in loader:
+        batches = iter(loader)
+        while True:
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                break
+            except RuntimeError:
+                # Ctrl-C in a terminal also reaches DataLoader workers; where they do not share our
+                # handler (spawn start method) they exit and the fetch fails. That is the stop we asked for.
+                if stop.requested:
+                    return _EpochOutcome(steps, images, float("nan"), float("nan"), time.perf_counter() - start,
+                                         stopped=True, lr=lr)
+                raise
             lr = _current_lr(optimizer)
             loss, logits = train_step(model, x, y, criterion=criterion, optimizer=optimizer, precision=precision,
                                       device=device, scaler=scaler, grad_clip=grad_clip,
@@ -211,6 +240,12 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
     return _EpochOutcome(steps, images, mean_loss, mean_acc, time.perf_counter() - start, diverged=problem, lr=lr)
 
 
+def _diverged_message(epoch: int, outcome: _EpochOutcome, last_good: int, base_lr: float) -> str:
+    kept = f"the checkpoints of epoch {last_good} are kept" if last_good else "last.pt holds the initial weights"
+    return (f"training diverged in epoch {epoch} at learning rate {outcome.lr:.4g}: {outcome.diverged}. "
+            f"Stopped; {kept}. Try a lower learning rate, e.g. --lr {base_lr / 10:.2g} (the recipe's is {base_lr:g})")
+
+
 def _pick_dataset(spec, recipe, dataset: str | None) -> str:
     ds = dataset or getattr(spec, "dataset", None) or getattr(recipe, "dataset", None)
     if not ds:
@@ -219,7 +254,7 @@ def _pick_dataset(spec, recipe, dataset: str | None) -> str:
 
 
 def _checkpoint_payload(*, model, optimizer, scheduler, sched_interval, scaler, state: _State, spec, fingerprint,
-                        recipe_dict, dataset, device) -> dict[str, Any]:
+                        recipe_dict, dataset, device, limits) -> dict[str, Any]:
     model_state = _unwrap(model).state_dict()
     return {
         "format": ckpt_mod.FORMAT,
@@ -230,6 +265,7 @@ def _checkpoint_payload(*, model, optimizer, scheduler, sched_interval, scaler, 
         "param_shapes": ckpt_mod.param_shapes(model_state),
         "recipe": recipe_dict,
         "dataset": dataset,
+        "limits": limits,
         "epoch": state.epoch,
         "data_epoch": state.epoch + 1,  # the epoch whose data order comes next
         "model": model_state,
@@ -308,6 +344,12 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
         resume_file = ckpt_mod.checkpoint_path(resume, prefer="last.pt")
         resumed = ckpt_mod.load_checkpoint(resume_file)
 
+    if resumed is not None:
+        # The same data subset as before, unless asked otherwise: a different subset would change
+        # the steps per epoch and the batches, and the resumed run would not be the run it continues.
+        limits = resumed.get("limits") or {}
+        limit_train = limit_train if limit_train is not None else limits.get("train")
+        limit_test = limit_test if limit_test is not None else limits.get("test")
     ds = _pick_dataset(spec, recipe, dataset)
     if resumed is not None and resumed.get("dataset") and str(resumed["dataset"]) != ds:
         raise ArchspecError(f'the run was trained on "{resumed["dataset"]}", not "{ds}"', file=str(resume_file),
@@ -348,7 +390,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, model)
     scheduler, sched_interval = build_scheduler(recipe, optimizer, steps_per_epoch)
-    criterion = build_loss(recipe, spec.num_classes)
+    criterion = build_loss(recipe, spec.num_classes or bundle.info.num_classes)
     if hasattr(criterion, "to"):
         criterion = criterion.to(dev)
     scaler = torch.amp.GradScaler(dev.type) if precision.use_scaler else None
@@ -360,27 +402,43 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     def save(state: _State, *, best: bool) -> None:
         data = torch_save_bytes(_checkpoint_payload(
             model=model, optimizer=optimizer, scheduler=scheduler, sched_interval=sched_interval, scaler=scaler,
-            state=state, spec=spec, fingerprint=fingerprint, recipe_dict=recipe_dict, dataset=ds, device=dev))
+            state=state, spec=spec, fingerprint=fingerprint, recipe_dict=recipe_dict, dataset=ds, device=dev,
+            limits={"train": limit_train, "test": limit_test}))
         atomic_write_bytes(out / "last.pt", data)
         if best:
             atomic_write_bytes(out / "best.pt", data)
 
     if resumed is not None:
         state = _state_from_checkpoint(resumed)
+        changed = _recipe_differences(resumed.get("recipe") or {}, recipe_dict)
+        frozen = [k for k in changed if k in RESUME_FROZEN_KEYS]
+        if frozen:
+            old = resumed.get("recipe") or {}
+            what = "; ".join(f"{k}: {old.get(k)!r} in the run, {recipe_dict.get(k)!r} now" for k in frozen)
+            raise ArchspecError(f"cannot resume with a different {', '.join(frozen)} ({what})",
+                                file=str(resume_file),
+                                hint="the optimizer and LR-schedule state continue from the checkpoint; resume "
+                                     "with the run's own recipe (no --recipe/--lr/--batch-size) or start a new run")
         _unwrap(model).load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        if scheduler is not None and resumed.get("scheduler") is not None:
-            scheduler.load_state_dict(resumed["scheduler"])
-        if scaler is not None and resumed.get("scaler") is not None:
-            scaler.load_state_dict(resumed["scaler"])
+        try:
+            optimizer.load_state_dict(resumed["optimizer"])
+            if scheduler is not None and resumed.get("scheduler") is not None:
+                scheduler.load_state_dict(resumed["scheduler"])
+            if scaler is not None and resumed.get("scaler") is not None:
+                scaler.load_state_dict(resumed["scaler"])
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+            raise ArchspecError(f"cannot restore the optimizer/schedule state ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}): the recipe differs from the "
+                                f"run's in {', '.join(changed) or 'its optimizer or schedule'}",
+                                file=str(resume_file),
+                                hint="resume with the run's own recipe (leave out --recipe)") from None
         ckpt_mod.restore_rng(resumed["rng"])
         remove_stale_temp_files(out)
-        changed = _recipe_differences(resumed.get("recipe") or {}, recipe_dict)
         if changed:
             reporter.note(f"note: the recipe differs from the run's original in: {', '.join(changed)}")
         write_yaml(out / "recipe.yaml", recipe_dict)
         write_metrics(out, state.metrics)  # drop any row written after the checkpoint (kill -9 window)
-        reporter.note(f"resuming {out} after epoch {state.epoch}/{epochs}", style="cyan")
+        reporter.note(f"resuming {out} after epoch {state.epoch}/{epochs}", style="cyan", always=False)
     else:
         state = _State()
         write_yaml(out / "spec.yaml", ckpt_mod.plain(spec.resolved))
@@ -389,78 +447,74 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
         save(state, best=False)  # "epoch 0": a kill during epoch 1 is resumable too
     del resumed
 
-    reporter.header({"spec": spec.name, "recipe": recipe.name, "data": ds, "device": f"{dev} {precision.name}",
+    reporter.header({"spec": spec.name, "recipe": recipe.name,
+                     "data": f"{ds} ({bundle.num_train:,} train / {bundle.num_test:,} test)",
+                     "device": f"{dev} {precision.name}",
                      "params": f"{params:,}", "run": str(out)})
     status, message = STATUS_COMPLETED, ""
     started = time.time()
     last_plot = time.monotonic()  # matplotlib costs ~0.5 s a figure: don't let it dominate short epochs
-    try:
-        with StopRequest() as stop, reporter.live():
-            for epoch in range(state.epoch + 1, epochs + 1):
-                epoch_start = time.perf_counter()
-                bundle.train.set_epoch(epoch)
-                outcome = _train_epoch(
-                    model, bundle.train, epoch=epoch, epochs=epochs, state=state, criterion=criterion,
-                    optimizer=optimizer, scheduler=scheduler, sched_per_batch=sched_interval == "batch",
-                    precision=precision, device=dev, scaler=scaler, grad_clip=grad_clip,
-                    channels_last=channels_last, stop=stop, reporter=reporter)
-                if outcome.stopped:
-                    status = STATUS_INTERRUPTED
-                    del state.lr_history[len(state.lr_history) - outcome.steps:]
-                    message = (f"interrupted ({stop.signal_name}) during epoch {epoch}; "
-                               f"last.pt holds epoch {state.epoch}")
-                    break
-                if outcome.diverged:
-                    status = STATUS_DIVERGED
-                    del state.lr_history[len(state.lr_history) - outcome.steps:]
-                    message = (f"training diverged in epoch {epoch} at learning rate {outcome.lr:.4g}: "
-                               f"{outcome.diverged}. Stopped; checkpoints of epoch {state.epoch} are kept. "
-                               f"Try a lower learning rate (e.g. --lr {outcome.lr / 10:.2g})")
-                    break
-                if sched_interval != "batch" and scheduler is not None:
-                    scheduler.step()
-                test_loss = test_acc = None
-                if epoch % eval_every == 0 or epoch == epochs:
-                    test_loss, test_acc, *_ = evaluate_loader(model, bundle.test, device=dev, precision=precision,
-                                                              channels_last=channels_last)
-                epoch_seconds = time.perf_counter() - epoch_start
-                row = {"epoch": epoch, "train_loss": outcome.loss, "train_acc": outcome.acc,
-                       "test_loss": test_loss, "test_acc": test_acc, "lr": outcome.lr,
-                       "epoch_seconds": epoch_seconds,
-                       "images_per_second": outcome.images / max(outcome.seconds, 1e-9)}
-                improved = test_acc is not None and (state.best_test_acc is None or test_acc > state.best_test_acc)
-                if improved:
-                    state.best_test_acc, state.best_epoch = test_acc, epoch
-                state.epoch = epoch
-                state.metrics.append(row)
-                state.train_seconds += epoch_seconds
-                state.train_phase_seconds += outcome.seconds
-                state.images_seen += outcome.images
-                save(state, best=improved)
-                write_metrics(out, state.metrics)
-                write_summary(out, _summary(STATUS_COMPLETED if epoch == epochs else "running", "", state=state,
-                                            spec=spec, recipe=recipe, ds=ds, dev=dev, precision=precision,
-                                            params=params, epochs=epochs, out=out, started=started))
-                if time.monotonic() - last_plot >= PLOT_EVERY_SECONDS:
-                    _write_plots(out, state, steps_per_epoch, title, reporter)
-                    last_plot = time.monotonic()
-                reporter.epoch_row(row, epochs)
-                if epoch < epochs and (stop.requested or (stop_after_epoch is not None
-                                                          and epoch >= stop_after_epoch)):
-                    status = STATUS_INTERRUPTED
-                    reason = stop.signal_name if stop.requested else f"stop_after_epoch={stop_after_epoch}"
-                    message = f"stopped ({reason}) after epoch {epoch}"
-                    break
-    except torch.OutOfMemoryError:
-        raise ArchspecError(f"out of GPU memory with batch size {recipe.batch_size}",
-                            hint=f"try a smaller --batch-size (e.g. {max(1, int(recipe.batch_size) // 2)}) "
-                                 "or a smaller model") from None
 
-    summary = _summary(status, message, state=state, spec=spec, recipe=recipe, ds=ds, dev=dev, precision=precision,
-                       params=params, epochs=epochs, out=out, started=started)
-    write_metrics(out, state.metrics)
-    write_summary(out, summary)
-    _write_plots(out, state, steps_per_epoch, title, reporter)
+    def summary_of(status: str, message: str = "") -> dict[str, Any]:
+        return _summary(status, message, state=state, spec=spec, recipe=recipe, ds=ds, dev=dev, precision=precision,
+                        params=params, epochs=epochs, out=out, started=started, limits=(limit_train, limit_test))
+
+    # Signals only set a flag from here on (a second Ctrl-C aborts): the loop stops between batches
+    # and the closing writes below are not cut short.
+    with StopRequest() as stop:
+        try:
+            with reporter.live():
+                for epoch in range(state.epoch + 1, epochs + 1):
+                    epoch_start = time.perf_counter()
+                    bundle.train.set_epoch(epoch)
+                    outcome = _train_epoch(
+                        model, bundle.train, epoch=epoch, epochs=epochs, state=state, criterion=criterion,
+                        optimizer=optimizer, scheduler=scheduler, sched_per_batch=sched_interval == "batch",
+                        precision=precision, device=dev, scaler=scaler, grad_clip=grad_clip,
+                        channels_last=channels_last, stop=stop, reporter=reporter)
+                    if outcome.stopped or outcome.diverged:
+                        del state.lr_history[len(state.lr_history) - outcome.steps:]  # the discarded steps
+                        if outcome.stopped:
+                            status = STATUS_INTERRUPTED
+                            message = (f"interrupted ({stop.signal_name}) during epoch {epoch}; "
+                                       f"last.pt holds epoch {state.epoch}")
+                        else:
+                            status = STATUS_DIVERGED
+                            message = _diverged_message(epoch, outcome, state.epoch, float(recipe.optimizer.lr))
+                        break
+                    if sched_interval != "batch" and scheduler is not None:
+                        scheduler.step()
+                    test_loss = test_acc = None
+                    if epoch % eval_every == 0 or epoch == epochs:
+                        test_loss, test_acc, *_ = evaluate_loader(
+                            model, bundle.test, device=dev, precision=precision, channels_last=channels_last)
+                    row = {"epoch": epoch, "train_loss": outcome.loss, "train_acc": outcome.acc,
+                           "test_loss": test_loss, "test_acc": test_acc, "lr": outcome.lr,
+                           "epoch_seconds": time.perf_counter() - epoch_start,
+                           "images_per_second": outcome.images / max(outcome.seconds, 1e-9)}
+                    improved = state.record(row, outcome)
+                    save(state, best=improved)
+                    write_metrics(out, state.metrics)
+                    write_summary(out, summary_of(STATUS_COMPLETED if epoch == epochs else "running"))
+                    if time.monotonic() - last_plot >= PLOT_EVERY_SECONDS:
+                        _write_plots(out, state, steps_per_epoch, title, reporter)
+                        last_plot = time.monotonic()
+                    reporter.epoch_row(row, epochs)
+                    if epoch < epochs and (stop.requested or (stop_after_epoch is not None
+                                                              and epoch >= stop_after_epoch)):
+                        status = STATUS_INTERRUPTED
+                        reason = stop.signal_name if stop.requested else f"stop_after_epoch={stop_after_epoch}"
+                        message = f"stopped ({reason}) after epoch {epoch}"
+                        break
+        except torch.OutOfMemoryError:
+            raise ArchspecError(f"out of GPU memory with batch size {recipe.batch_size}",
+                                hint=f"try a smaller --batch-size (e.g. {max(1, int(recipe.batch_size) // 2)}) "
+                                     "or a smaller model") from None
+
+        summary = summary_of(status, message)
+        write_metrics(out, state.metrics)
+        write_summary(out, summary)
+        _write_plots(out, state, steps_per_epoch, title, reporter)
 
     resume_cmd = None
     if status != STATUS_COMPLETED:
@@ -478,7 +532,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
 
 
 def _summary(status: str, message: str, *, state: _State, spec, recipe, ds, dev, precision, params, epochs, out,
-             started) -> dict[str, Any]:
+             started, limits) -> dict[str, Any]:
     last_eval = next((row for row in reversed(state.metrics) if row.get("test_acc") is not None), None)
     last = state.metrics[-1] if state.metrics else {}
     return {
@@ -505,6 +559,8 @@ def _summary(status: str, message: str, *, state: _State, spec, recipe, ds, dev,
         "torch": str(torch.__version__),
         "seed": int(recipe.seed),
         "batch_size": int(recipe.batch_size),
+        "limit_train": limits[0],
+        "limit_test": limits[1],
         "run_dir": str(out),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
         "session_seconds": time.time() - started,

@@ -117,8 +117,10 @@ class Reporter:
         else:
             self._plain("train: " + ", ".join(f"{k} {v}" for k, v in info.items()))
 
-    def note(self, text: str, *, style: str = "yellow") -> None:
-        """A warning or notice; shown even when quiet, because it matters."""
+    def note(self, text: str, *, style: str = "yellow", always: bool = True) -> None:
+        """A warning or notice; shown even when quiet unless `always` is False."""
+        if self.quiet and not always:
+            return
         if self.fancy:
             self.console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
         else:
