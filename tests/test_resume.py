@@ -200,6 +200,7 @@ def _epochs_written(run: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # real `python -m archspec` processes: each start imports torch
 def test_ctrl_c_saves_and_the_run_resumes_without_gaps(tmp_path, cli):
     epochs = 4
     spec = _file(tmp_path, "slow.yaml", SLOW_SPEC)
@@ -227,6 +228,7 @@ def test_ctrl_c_saves_and_the_run_resumes_without_gaps(tmp_path, cli):
     assert final["lr_history"].numel() == epochs * 12  # 384 images / 32 per batch, every epoch
 
 
+@pytest.mark.slow  # real `python -m archspec` processes: each start imports torch
 def test_kill_9_at_random_moments_then_resume_has_each_epoch_once(tmp_path):
     epochs = 12
     spec = _file(tmp_path, "slow.yaml", SLOW_SPEC)

@@ -115,19 +115,30 @@ def _source_positions(index: Tensor, size: int, pad_mode: str) -> tuple[Tensor, 
     raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
 
 
-def _gather_window(x: Tensor, rows: Tensor, cols: Tensor, pad_mode: str = "constant", fill: Fill = 0) -> Tensor:
+def _gather_window(x: Tensor, rows: Tensor, cols: Tensor, pad_mode: str = "constant", fill: Fill = 0,
+                   margin: tuple[int, int, int, int] = (0, 0, 0, 0)) -> Tensor:
     """out[b, :, i, j] = x[b, :, rows[b, i], cols[b, j]], with positions outside the image padded as
-    `pad_mode` pads. Two gathers (rows, then columns): integer crops and shifts without a grid."""
+    `pad_mode` pads: integer crops and shifts as one gather over the flattened image, no grid.
+
+    For "constant" with one fill value, the image is first padded by `margin` (left, top, right,
+    bottom), which the caller guarantees covers every position it asks for; that is cheaper than
+    masking the fill in afterwards. Other modes map each position back into the image."""
     b, c, h, w = x.shape
     out_h, out_w = rows.shape[1], cols.shape[1]
-    r, r_inside = _source_positions(rows, h, pad_mode)
-    k, k_inside = _source_positions(cols, w, pad_mode)
-    out = x.gather(2, r[:, None, :, None].expand(b, c, out_h, w))
-    out = out.gather(3, k[:, None, None, :].expand(b, c, out_h, out_w))
-    if r_inside is not None and k_inside is not None:
-        inside = r_inside[:, None, :, None] & k_inside[:, None, None, :]
-        out = torch.where(inside, out, _fill_tensor(fill, x))
-    return out
+    single_fill = fill is None or not isinstance(fill, Sequence) or len(fill) == 1
+    if pad_mode == "constant" and single_fill:
+        left, top, right, bottom = margin
+        value = 0.0 if fill is None else float(fill[0] if isinstance(fill, Sequence) else fill)
+        x = F.pad(x, (left, right, top, bottom), value=value) if any(margin) else x
+        rows, cols, w = rows + top, cols + left, w + left + right
+        inside = None
+    else:
+        rows, rows_inside = _source_positions(rows, h, pad_mode)
+        cols, cols_inside = _source_positions(cols, w, pad_mode)
+        inside = None if rows_inside is None else rows_inside[:, None, :, None] & cols_inside[:, None, None, :]
+    index = (rows[:, :, None] * w + cols[:, None, :]).view(b, 1, out_h * out_w).expand(b, c, -1)
+    out = x.flatten(2).gather(2, index).view(b, c, out_h, out_w)
+    return out if inside is None else torch.where(inside, out, _fill_tensor(fill, out))
 
 
 def _pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
@@ -181,7 +192,7 @@ def random_crop(x: Tensor, padding: int | Sequence[int] = 0, pad_mode: str = "co
     offset_x = _randint_below(generator, padded_w - out_w + 1, (b,), x.device)
     rows = (offset_y - top)[:, None] + torch.arange(out_h, device=x.device)
     cols = (offset_x - left)[:, None] + torch.arange(out_w, device=x.device)
-    return _gather_window(x, rows, cols, pad_mode, fill)
+    return _gather_window(x, rows, cols, pad_mode, fill, margin=(left, top, right, bottom))
 
 
 def random_translate(x: Tensor, max_frac: float | Sequence[float], *, fill: Fill = 0,
@@ -196,7 +207,10 @@ def random_translate(x: Tensor, max_frac: float | Sequence[float], *, fill: Fill
     dy = _uniform(generator, (b,), x.device, -fy * h, fy * h).round_().long()
     rows = torch.arange(h, device=x.device) - dy[:, None]
     cols = torch.arange(w, device=x.device) - dx[:, None]
-    return _gather_window(x, rows, cols, "constant", fill)
+    # |shift| <= round(f * size) <= ceil(f * size); beyond the image the gather reads clamped-off fill.
+    my, mx = min(math.ceil(fy * h), h), min(math.ceil(fx * w), w)
+    return _gather_window(x, rows.clamp(-my, h - 1 + my), cols.clamp(-mx, w - 1 + mx), "constant", fill,
+                          margin=(mx, my, mx, my))
 
 
 def _random_flip(x: Tensor, p: float, dim: int, generator) -> Tensor:

@@ -67,7 +67,7 @@ def evaluate_loader(model: torch.nn.Module, loader, *, device: torch.device, pre
         model.train(was_training)
     if seen == 0:
         raise ArchspecError("the test set is empty (check --limit-test and the dataset)")
-    loss, hits = torch.stack([loss_sum.double().cpu(), correct.double().cpu()]).tolist()
+    loss, hits = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()  # one sync
     return loss / seen, hits / seen, class_correct, class_total, seen
 
 

@@ -187,7 +187,7 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
     def sync() -> tuple[str | None, float, float]:
         """Read the device counters once; check for divergence since the last read."""
         nonlocal synced_loss, synced_images
-        total_loss, hits = torch.stack([loss_sum.double(), correct.double()]).tolist()
+        total_loss, hits = torch.stack([loss_sum, correct.to(acc_dtype)]).tolist()  # one sync (no fp64 on MPS)
         if first_loss_t is not None and state.first_loss is None:
             state.first_loss = float(first_loss_t.item())
         window = (total_loss - synced_loss) / max(1, images - synced_images)
@@ -310,7 +310,7 @@ def _write_plots(run_dir: Path, state: _State, steps_per_epoch: int, title: str,
     try:
         plot_curves(state.metrics, run_dir / "curves.png", title=title)
         plot_lr(state.lr_history, steps_per_epoch, run_dir / "lr.png", title=f"learning rate: {title}")
-    except OSError as exc:  # plots are a convenience: never lose a run over them
+    except Exception as exc:  # noqa: BLE001 - plots are a convenience: never lose a run over them
         reporter.note(f"warning: could not write plots: {exc}")
 
 

@@ -40,7 +40,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path, *, title: str = "") 
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13, 3.8))
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.86, wspace=0.25)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.82, wspace=0.25)
     loss_ax, train_ax, test_ax = fig.subplots(1, 3)
     for key, label in (("train_loss", "train"), ("test_loss", "test")):
         xs, ys = _series(rows, key)

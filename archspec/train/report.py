@@ -12,6 +12,7 @@ import contextlib
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -112,7 +113,7 @@ class Reporter:
         if self.quiet:
             return
         if self.fancy:
-            parts = [f"[bold]{k}[/] {v}" for k, v in info.items()]
+            parts = [f"[bold]{escape(str(k))}[/] {escape(str(v))}" for k, v in info.items()]
             self.console.print("  ".join(parts), highlight=False)
         else:
             self._plain("train: " + ", ".join(f"{k} {v}" for k, v in info.items()))
@@ -163,7 +164,7 @@ class Reporter:
         grid.add_column(style="bold")
         grid.add_column()
         for key, value in lines:
-            grid.add_row(key, value)
+            grid.add_row(key, escape(value))
         colour = {"completed": "green", "interrupted": "yellow", "diverged": "red"}.get(summary.get("status"), "white")
-        title = f"{summary.get('spec')} + {summary.get('recipe')} on {summary.get('dataset')}"
+        title = escape(f"{summary.get('spec')} + {summary.get('recipe')} on {summary.get('dataset')}")
         self.console.print(Panel(grid, title=title, border_style=colour, expand=False))
