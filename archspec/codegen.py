@@ -1,7 +1,7 @@
 """Spec -> plain PyTorch source that builds the same module (same names, same parameters).
 
 For users who want to leave archspec: the output needs only torch. Helper classes PyTorch lacks
-(Residual, ResBlock, Parallel) are copied verbatim from `archspec/layers/modules.py`.
+(Residual, ResBlock, Parallel, Scale) are copied verbatim from `archspec/layers/modules.py`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import textwrap
 
 from archspec.spec.loader import Node, Spec
 
-_HELPERS = ("Residual", "ResBlock", "Parallel")
+_HELPERS = ("Residual", "ResBlock", "Parallel", "Scale")
 
 
 def _list_code(nodes: list[Node], indent: int) -> str:

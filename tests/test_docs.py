@@ -63,3 +63,28 @@ def test_specs_validate_against_shipped_json_schema():
     for path in sorted((ROOT / "specs").glob("*.yaml")):
         errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
         assert not errors, f"{path.name}: {errors[0].message}"
+
+
+def console_commands():
+    for doc in [ROOT / "docs" / "cli.md"]:  # the CLI guide's console blocks are all runnable
+        for block in re.findall(r"```console\n(.*?)```", doc.read_text(), re.S):
+            for line in block.splitlines():
+                if line.startswith("$ archspec "):
+                    yield pytest.param(line[2:], id=f"{doc.name}: {line[11:60]}")
+
+
+@pytest.mark.parametrize("command", list(console_commands()))
+def test_doc_console_examples_run(command, tmp_path, monkeypatch):
+    """Each `$ archspec ...` line in a docs console block exits 0 (runs go to a temp dir)."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from archspec.cli import app
+
+    monkeypatch.chdir(ROOT)
+    args = shlex.split(command)[1:]
+    if args[0] == "train":
+        args += ["--runs-dir", str(tmp_path / "runs"), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output

@@ -29,7 +29,9 @@ except ImportError:
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 SPEC_NAMES = sorted(p.stem for p in SPECS.glob("*.yaml"))
-RECIPES = {"adam", "sgd", "warmup_cosine", "cosine", "step", "onecycle", "quick"}
+from archspec.recipes import builtin_names  # noqa: E402
+
+RECIPES = set(builtin_names())
 
 # Variants 4 and 5 are variant 2's network: their archspec models are built on the meta device
 # (shapes and counts only) so the 127M-parameter network is materialised once, for variant 2.

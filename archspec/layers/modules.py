@@ -77,3 +77,17 @@ class Parallel(nn.Module):
         weights = torch.softmax(self.gate(pooled), dim=1)
         weights = weights.view(*weights.shape, *([1] * (stacked.dim() - 2)))
         return (stacked * weights).sum(dim=1)
+
+
+class Scale(nn.Module):
+    """out = x * factor, a fixed (not learned) multiplier: airbench scales its logits by 1/9."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x):
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
