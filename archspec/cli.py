@@ -17,6 +17,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from archspec.errors import ArchspecError
+from archspec.train.distributed import (
+    argv_from_context,
+    check_devices,
+    launch,
+    recorded_exit,
+    torchrun_worker,
+)
 
 app = typer.Typer(
     name="archspec",
@@ -204,7 +211,9 @@ def _load_for_run(spec: Path, data: str | None, run: Path | None, allow_import: 
 
 @app.command()
 @user_errors
+@recorded_exit
 def train(
+    ctx: typer.Context,
     spec: SpecArg,
     recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="recipe name or YAML path "
                                                "(default: the spec's `recipe:`, else adam)")] = None,
@@ -228,6 +237,8 @@ def train(
     workers: Annotated[int | None, typer.Option(help="data-loading worker processes", min=0)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or per-epoch rows")] = False,
     allow_import: AllowImportOpt = False,
+    devices: Annotated[int | None, typer.Option("--devices", help="train on N processes/GPUs with torchrun + "
+                                                "DDP (batch size is per process)", min=1)] = None,
 ) -> None:
     """Train a spec with a recipe; writes runs/<spec>-<recipe>-<time>/ (metrics, plots, checkpoints).
 
@@ -235,6 +246,9 @@ def train(
 
     Example: archspec train specs/mnist_quick.yaml --recipe quick --epochs 2 --set seed=1
     """
+    if devices is not None and devices > 1 and not torchrun_worker():  # re-run this command under torchrun
+        check_devices(devices, device)
+        raise typer.Exit(launch(devices, ["train", *argv_from_context(ctx, drop=("devices",))]))
     from archspec.recipes import load_recipe
     from archspec.spec.loader import load_spec
     from archspec.train.loop import train as run_training

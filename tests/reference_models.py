@@ -419,6 +419,36 @@ def mnist_quick() -> nn.Sequential:
     )
 
 
+# --- airbench94 (KellerJordan/cifar10-airbench), as its make_net() builds it ---------------------
+
+
+class _Mul(nn.Module):
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def airbench() -> nn.Sequential:
+    """Whitening conv 3->24 (2x2) + GELU, three ConvGroups 64/256/256, maxpool 3, linear (no bias) x 1/9."""
+
+    def group(cin: int, cout: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding="same", bias=False), nn.MaxPool2d(2),
+            nn.BatchNorm2d(cout, eps=1e-12, momentum=0.4), nn.GELU(),
+            nn.Conv2d(cout, cout, 3, padding="same", bias=False),
+            nn.BatchNorm2d(cout, eps=1e-12, momentum=0.4), nn.GELU(),
+        )
+
+    return nn.Sequential(
+        nn.Conv2d(3, 24, 2, padding=0), nn.GELU(),
+        group(24, 64), group(64, 256), group(256, 256),
+        nn.MaxPool2d(3), nn.Flatten(), nn.Linear(256, 10, bias=False), _Mul(1 / 9),
+    )
+
+
 # spec name -> (builder, input shape C,H,W); variant4/5 are variant2's network.
 REFERENCES = {
     "c5l3": (c5l3, (3, 32, 32)),
@@ -440,4 +470,5 @@ REFERENCES = {
     "vgg16": (vgg16, (3, 32, 32)),
     "resnet18": (resnet18, (3, 32, 32)),
     "mnist_quick": (mnist_quick, (1, 28, 28)),
+    "airbench": (airbench, (3, 32, 32)),
 }

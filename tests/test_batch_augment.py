@@ -34,6 +34,16 @@ from archspec.data.batch_augment import (
 )
 from archspec.errors import ArchspecError
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine threaded ops wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --- statistics helpers ---------------------------------------------------------------------------
 
 
@@ -177,6 +187,10 @@ def test_random_translate_matches_v2_random_affine_translation():
         outside = (rows < 0) | (rows > 9) | (cols < 0) | (cols > 9)
         assert torch.equal(out[:, 0] == 0, outside)
     assert_same_histogram(ours[:, 0, 5, 5].long(), theirs[:, 0, 5, 5].long())
+    # Given the shift read off the centre pixel, the whole image is v2's affine with that translation.
+    code = ours[:50, 0, 5, 5].long() - 1
+    for i, (dy, dx) in enumerate(zip((5 - code // 100).tolist(), (5 - code % 100).tolist(), strict=True)):
+        assert torch.equal(ours[i], TF.affine(image[0], angle=0.0, translate=[dx, dy], scale=1.0, shear=[0.0, 0.0]))
 
 
 @pytest.mark.parametrize("p", [0.5, 0.2])
@@ -223,7 +237,7 @@ def test_rotation_angles_match_v2():
     image = blob()
     ours = random_rotation(image.expand(2000, -1, -1, -1), 15, interpolation="bilinear", generator=gen(13))
     theirs = per_sample(v2.RandomRotation(15, interpolation=v2.InterpolationMode.BILINEAR),
-                        image.expand(300, -1, -1, -1), 13)
+                        image.expand(200, -1, -1, -1), 13)
     a, b = ccw_angle(ours), ccw_angle(theirs)
     for angles in (a, b):
         assert -15.5 < angles.min() < -14 and 14 < angles.max() < 15.5
@@ -296,8 +310,11 @@ def test_color_adjustments_equal_v2_for_fixed_factors(factor, dtype):
     theirs = per_sample(v2.ColorJitter(**factor), x)
     assert ours.dtype == dtype
     diff = (ours.double() - theirs.double()).abs()
-    if dtype == torch.uint8:  # v2 blends with a fused multiply-add; one rounding more here
+    if dtype == torch.uint8 and ("saturation" in factor or "hue" in factor):
+        # v2 blends with a fused multiply-add and converts HSV in another order of float operations.
         assert diff.max() <= 1 and (diff > 0).double().mean() < 0.01
+    elif dtype == torch.uint8:
+        assert torch.equal(ours, theirs)
     else:
         assert diff.max() < 1e-5
 
@@ -337,7 +354,7 @@ def _hue_image():
 def test_color_jitter_factor_distributions_match_v2(name, amount, build, low, high):
     image, recover = build()
     ours = recover(color_jitter(image.expand(3000, -1, -1, -1), **{name: amount}, generator=gen(20)))
-    theirs = recover(per_sample(v2.ColorJitter(**{name: amount}), image.expand(250 if name == "hue" else 800, -1, -1, -1), 20))
+    theirs = recover(per_sample(v2.ColorJitter(**{name: amount}), image.expand(200 if name == "hue" else 800, -1, -1, -1), 20))
     span = high - low
     assert low - 1e-3 < ours.min() < low + 0.01 * span and high - 0.01 * span < ours.max() < high + 1e-3
     assert abs(ours.mean().item() - (low + high) / 2) < 0.02 * span
@@ -362,7 +379,7 @@ def test_color_jitter_all_four_steps_give_v2s_outcomes():
     factors = dict(brightness=(1.6, 1.6), contrast=(0.5, 0.5), saturation=(1.8, 1.8), hue=(0.15, 0.15))
     x = torch.rand(1, 3, 2, 3, generator=gen(43)).expand(2000, -1, -1, -1)
     ours = color_jitter(x, **factors, generator=gen(44)).flatten(1)
-    theirs = per_sample(v2.ColorJitter(**factors), x[:300], seed=44).flatten(1)
+    theirs = per_sample(v2.ColorJitter(**factors), x[:200], seed=44).flatten(1)
     distance = torch.cdist(ours.double(), theirs.double())
     assert distance.min(0).values.max() < 1e-5  # every v2 outcome is one of ours
     assert distance.min(1).values.max() < 1e-5  # and every one of ours is one of v2's

@@ -28,7 +28,7 @@ from archspec.recipes.build import (
 )
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
-BUILTINS = ["adam", "adam_heavy", "cosine", "onecycle", "quick", "sgd", "step", "warmup_cosine"]
+BUILTINS = ["adam", "adam_heavy", "cosine", "fast", "onecycle", "quick", "sgd", "step", "warmup_cosine"]
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

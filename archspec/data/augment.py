@@ -135,9 +135,16 @@ def _list_steps(items: Sequence[Any]) -> tuple[list, list]:
     return pre, post
 
 
+def _is_none(augment: Any) -> bool:
+    """True for the ways a recipe says "no augmentation": none, null, false or an empty list."""
+    if augment is None or augment is False or augment == "none":
+        return True
+    return isinstance(augment, Sequence) and not isinstance(augment, str) and len(augment) == 0
+
+
 def augment_steps(augment: Any, input_shape: Sequence[int]) -> tuple[list, list]:
     """The (pre-normalisation, post-normalisation) transform lists for a recipe's `augment` value."""
-    if augment is None or augment is False:
+    if _is_none(augment):  # without importing torchvision (~2 s): most runs do not augment
         return [], []
     if isinstance(augment, str):
         return _preset_steps(augment, input_shape)
@@ -154,10 +161,12 @@ def build_augment(augment: Any, input_shape: Sequence[int]):
     later inside a DataLoader worker; a pipeline that changes the image size is refused too, since the
     model was built for `input_shape`.
     """
+    pre, post = augment_steps(augment, input_shape)
+    if not pre and not post:
+        return None, None
     import torch
     from torchvision.transforms import v2
 
-    pre, post = augment_steps(augment, input_shape)
     pre_c = v2.Compose(pre) if pre else None
     post_c = v2.Compose(post) if post else None
     shape = tuple(int(v) for v in input_shape)

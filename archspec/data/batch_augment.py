@@ -179,8 +179,9 @@ def random_crop(x: Tensor, padding: int | Sequence[int] = 0, pad_mode: str = "co
                 size: Sequence[int] | None = None, fill: Fill = 0,
                 generator: torch.Generator | None = None) -> Tensor:
     """v2.RandomCrop: pad (left, top, right, bottom as in v2), then cut `size` (default H x W) at a
-    per-sample offset uniform over every position of the padded image. The padding is never built:
-    each output pixel gathers its source pixel, and padded positions are resolved by `pad_mode`."""
+    per-sample offset uniform over every position of the padded image. One gather reads every sample's
+    window: from the zero/fill-padded batch for "constant", else straight from the image with padded
+    positions mapped back into it ("edge", "reflect", "symmetric")."""
     _check_batch(x)
     b, _, h, w = x.shape
     out_h, out_w = (h, w) if size is None else (int(size[0]), int(size[1]))
@@ -291,7 +292,8 @@ def affine_batch(x: Tensor, angle: Tensor, translate: Tensor | None = None, scal
     img = x if x.is_floating_point() else x.to(dtype)
     fill_values = None if fill is None else _fill_tensor(fill, img)
     # With nearest sampling and a zero fill, zero padding is already the fill; skip the mask channel.
-    use_mask = fill_values is not None and not (interpolation == "nearest" and bool((fill_values == 0).all()))
+    zero_fill = fill is not None and all(v == 0 for v in (fill if isinstance(fill, Sequence) else [fill]))
+    use_mask = fill_values is not None and not (interpolation == "nearest" and zero_fill)
     if use_mask:
         img = torch.cat([img, torch.ones(b, 1, h, w, dtype=dtype, device=device)], 1)
     out = F.grid_sample(img, grid, mode=interpolation, padding_mode="zeros", align_corners=False)

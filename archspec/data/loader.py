@@ -1,12 +1,16 @@
 """Batches for training and evaluation: `make_loaders(...) -> DataBundle`.
 
-Two paths, chosen by whether the recipe augments:
+Three paths:
 
 - No augmentation: the whole uint8 dataset is moved to the device once and batches are index
   slices, converted to float and normalised on the device. For CIFAR/MNIST-sized data this is much
   faster than a DataLoader (no workers, no collation, no host-to-device copy per step).
-- Augmentation: a torch DataLoader over a Dataset that applies the v2 transforms per sample on
-  uint8 tensors in worker processes, then normalises, then applies the post-normalisation steps.
+- Augmentation with batched equivalents (`archspec.data.batch_augment`, e.g. flip_crop, heavy): the
+  same device-resident data, each batch augmented on the device with per-sample random draws
+  (`AugmentedDeviceBatches`). Chosen by `data_path="auto"` for built-in datasets that fit.
+- Otherwise (imagefolder, very large sets, steps with no batched equivalent, `data_path="loader"`):
+  a torch DataLoader over a Dataset that applies the v2 transforms per sample on uint8 tensors in
+  worker processes, then normalises, then applies the post-normalisation steps.
 
 In both paths the training order is a pure function of (seed, epoch): `train.set_epoch(e)` before
 iterating gives the same batches whether or not the run was interrupted and resumed. The random
@@ -31,7 +35,7 @@ from typing import Any
 import torch
 
 from archspec.data.augment import build_augment
-from archspec.data.datasets import ImageTensors, load_dataset
+from archspec.data.datasets import IMAGEFOLDER_PREFIX, ImageTensors, load_dataset
 from archspec.data.info import DatasetInfo
 from archspec.data.seeding import derive_seed
 from archspec.errors import ArchspecError
@@ -42,7 +46,7 @@ class DataBundle:
     """What a training run needs from the data side. `num_train`/`num_test` count samples after
     `limit_*` and before sharding."""
 
-    train: DeviceBatches | AugmentedBatches
+    train: DeviceBatches | AugmentedDeviceBatches | AugmentedBatches
     test: DeviceBatches
     info: DatasetInfo
     num_train: int
@@ -113,6 +117,28 @@ class DeviceBatches:
                 index = order[lo:hi]
                 x, y = self.images[index], self.labels[index]
             yield to_normalized_float(x, self.mean, self.std), y
+
+
+class AugmentedDeviceBatches(DeviceBatches):
+    """The device-resident path with augmentation: each batch is sliced out of the uint8 tensor on the
+    device and augmented there by a `BatchAugment` (one set of batched ops per batch, per-sample random
+    draws). The draws come from a generator on the device seeded from (seed, epoch, rank) when the
+    epoch starts, so an epoch's images are a pure function of those and a resumed run replays them."""
+
+    def __init__(self, data: ImageTensors, *, augment, **kwargs) -> None:
+        super().__init__(data, shuffle=True, **kwargs)
+        self.augment = augment
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        order = epoch_order(len(self.labels), seed=self.seed, epoch=epoch, rank=self.rank,
+                            world_size=self.world_size).to(self.device)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(derive_seed(self.seed, "device-augment", epoch, self.rank))
+        for b in range(len(self)):
+            index = order[b * self.batch_size:min((b + 1) * self.batch_size, self.num_samples)]
+            x = self.augment(self.images[index], self.mean, self.std, generator, indices=index, epoch=epoch)
+            yield x, self.labels[index]
 
 
 class _AugmentedImages(torch.utils.data.Dataset):
@@ -263,6 +289,64 @@ def _check_matches(dataset: str, data: ImageTensors, input_shape, num_classes) -
                             f"{num_classes} outputs", hint=hint)
 
 
+DATA_PATHS = ("auto", "device", "loader")
+DEVICE_DATA_MAX_BYTES = 2 << 30  # "auto" keeps training sets up to this size (uint8) on the device
+
+
+def _batched_augment(dataset: str, augment: Any, train: ImageTensors, data_path: str, seed: int):
+    """The BatchAugment for the device path, or None for the DataLoader path (see make_loaders)."""
+    from archspec.data.batch_augment import BatchAugment
+
+    if data_path == "loader":
+        return None
+    shape = tuple(int(v) for v in train.images.shape[1:])
+    batched = BatchAugment.from_spec(augment, shape, seed=seed)
+    if data_path == "device":
+        if batched is None:
+            raise ArchspecError("this augment has a step with no batched (device) equivalent",
+                                path="augment", hint='use data_path "auto" or "loader" for it')
+        return batched
+    fits = train.images.numel() * train.images.element_size() <= DEVICE_DATA_MAX_BYTES
+    return batched if fits and not dataset.startswith(IMAGEFOLDER_PREFIX) else None
+
+
+@dataclass
+class TestData:
+    """The test split alone, for evaluation (`make_test_loader`)."""
+
+    test: DeviceBatches
+    info: DatasetInfo
+    num_test: int
+    class_names: tuple[str, ...]
+
+
+def make_test_loader(
+    dataset: str,
+    *,
+    input_shape: Sequence[int] | None,
+    num_classes: int | None,
+    batch_size: int,
+    normalize: bool | Mapping = True,
+    data_dir: Path | str | None = None,
+    download: bool = True,
+    limit_test: int | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> TestData:
+    """Only the test batches, as `make_loaders(...).test` would give them (same subset for the same
+    `limit_test` and seed, same normalisation): `archspec eval` need not decode the training split."""
+    if batch_size < 1:
+        raise ArchspecError("batch sizes must be at least 1")
+    device = torch.device(device)
+    test = load_dataset(dataset, "test", data_dir=data_dir, download=download, input_shape=input_shape,
+                        num_classes=num_classes, seed=seed)
+    _check_matches(dataset, test, input_shape, num_classes)
+    test = _limited(test, limit_test, seed, "test")
+    mean, std = _mean_std(normalize, test.info, int(test.images.shape[1]))
+    batches = DeviceBatches(test, batch_size=batch_size, mean=mean, std=std, device=device, shuffle=False)
+    return TestData(batches, test.info, len(test), test.class_names)
+
+
 def make_loaders(
     dataset: str,
     *,
@@ -282,8 +366,17 @@ def make_loaders(
     drop_last: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    data_path: str = "auto",
 ) -> DataBundle:
-    """Load `dataset`, check it fits the model, and return train/test batch iterables on `device`."""
+    """Load `dataset`, check it fits the model, and return train/test batch iterables on `device`.
+
+    `data_path` picks how augmented training batches are made: "device" (batched augmentation on
+    the device-resident data; an error when a step has no batched equivalent), "loader" (the
+    per-sample torchvision DataLoader), or "auto": device when the dataset is a built-in one of at
+    most DEVICE_DATA_MAX_BYTES and `BatchAugment.from_spec` supports every step, else loader.
+    """
+    if data_path not in DATA_PATHS:
+        raise ArchspecError(f'unknown data path "{data_path}"; use one of: {", ".join(DATA_PATHS)}')
     if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
         raise ArchspecError("batch sizes must be at least 1")
     if world_size < 1 or not 0 <= rank < world_size:
@@ -301,9 +394,14 @@ def make_loaders(
     pre, post = build_augment(augment, shape)
     eval_size = eval_batch_size or batch_size
     test_batches = DeviceBatches(test, batch_size=eval_size, mean=mean, std=std, device=device, shuffle=False)
+    batched = _batched_augment(dataset, augment, train, data_path, seed) if (pre or post) else None
     if pre is None and post is None:
         train_batches = DeviceBatches(train, batch_size=batch_size, mean=mean, std=std, device=device, shuffle=True,
                                       seed=seed, drop_last=drop_last, rank=rank, world_size=world_size)
+    elif batched is not None:
+        train_batches = AugmentedDeviceBatches(train, augment=batched, batch_size=batch_size, mean=mean, std=std,
+                                               device=device, seed=seed, drop_last=drop_last, rank=rank,
+                                               world_size=world_size)
     else:
         workers = num_workers if num_workers is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
         train_batches = AugmentedBatches(train, pre=pre, post=post, batch_size=batch_size, mean=mean, std=std,

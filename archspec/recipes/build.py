@@ -47,7 +47,7 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
-INIT_SCHEMES = ("default", "xavier_uniform", "kaiming_normal")
+INIT_SCHEMES = ("default", "xavier_uniform", "kaiming_normal", "whiten")
 _INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
@@ -59,8 +59,11 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
 
     A parameter is tagged ``bias`` (its attribute name is ``bias``) and/or ``norm`` (it belongs to a
     normalisation layer). Tags listed in ``optimizer.no_decay_on`` get weight_decay 0; its lr is
-    ``lr`` times the product of ``optimizer.lr_mult`` over its tags. Each group records its
-    ``lr_mult`` so schedulers can scale per-group peaks.
+    ``lr`` times the product of ``optimizer.lr_mult`` over its tags, and its weight decay
+    ``weight_decay`` times the product of ``optimizer.wd_mult``. torch's SGD decays by
+    ``lr * weight_decay`` per step, so airbench's "64x lr for BatchNorm biases, same decay" is
+    ``lr_mult: {bias: 64}`` with ``wd_mult: {bias: 1/64}``. Each group records its ``lr_mult`` so
+    schedulers can scale per-group peaks.
     """
     cfg = recipe.optimizer
     owners: dict[int, tuple[nn.Module, str]] = {}
@@ -75,6 +78,7 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
         mult = 1.0
         for tag in sorted(tags):
             mult *= cfg.lr_mult.get(tag, 1.0)
+            decay *= cfg.wd_mult.get(tag, 1.0)
         group = groups.setdefault((decay, mult), {
             "params": [], "weight_decay": decay, "lr": cfg.lr * mult, "lr_mult": mult,
             "name": f"wd={decay:g} lr_mult={mult:g}",
@@ -249,7 +253,7 @@ def apply_init(model: nn.Module, scheme: str) -> nn.Module:
     """
     if scheme not in INIT_SCHEMES:
         raise ArchspecError(f'unknown init "{scheme}"; choose one of {", ".join(INIT_SCHEMES)}')
-    if scheme == "default":
+    if scheme in ("default", "whiten"):  # whiten needs training images: the loop calls archspec.init_whiten
         return model
     with torch.no_grad():
         for name, module in model.named_modules():

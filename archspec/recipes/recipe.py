@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-# Which optimizer keys each optimizer understands (besides name, lr, weight_decay, no_decay_on, lr_mult).
+# Which optimizer keys each optimizer understands (besides name, lr, weight_decay, no_decay_on, lr_mult, wd_mult).
 OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {
     "sgd": ("momentum", "nesterov"),
     "adam": ("betas", "eps", "amsgrad"),
@@ -21,7 +21,7 @@ OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {
     "adagrad": ("eps",),
     "rmsprop": ("alpha", "eps", "momentum", "centered"),
 }
-COMMON_OPTIMIZER_KEYS = ("name", "lr", "weight_decay", "no_decay_on", "lr_mult")
+COMMON_OPTIMIZER_KEYS = ("name", "lr", "weight_decay", "no_decay_on", "lr_mult", "wd_mult")
 
 # Which parameters each schedule piece takes (besides type, until, epochs), and their defaults.
 PHASE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -58,7 +58,12 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "grad_clip": None,
     "dataset": None,
     "workers": None,
+    "ema": None,
+    "tta": "none",
+    "whiten": None,
 }
+EMA_DEFAULTS: dict[str, Any] = {"every": 1, "warmup_power": 0.0, "lookahead": False}
+WHITEN_DEFAULTS: dict[str, Any] = {"samples": 5000, "eps": 5.0e-4, "freeze": True}
 
 
 class _Section:
@@ -95,6 +100,7 @@ class OptimizerConfig(_Section):
     centered: bool | None = None
     no_decay_on: tuple[str, ...] = ()
     lr_mult: dict[str, float] = field(default_factory=dict)
+    wd_mult: dict[str, float] = field(default_factory=dict)
 
     def torch_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the torch optimizer (lr and weight decay are set per param group)."""
@@ -115,6 +121,8 @@ class OptimizerConfig(_Section):
             out["no_decay_on"] = list(self.no_decay_on)
         if self.lr_mult:
             out["lr_mult"] = dict(self.lr_mult)
+        if self.wd_mult:
+            out["wd_mult"] = dict(self.wd_mult)
         return out
 
     def describe(self) -> str:
@@ -222,6 +230,38 @@ class LossConfig(_Section):
 
 
 @dataclass(frozen=True)
+class EmaConfig(_Section):
+    """An exponential moving average of the weights (archspec.train.ema), used for evaluation.
+
+    Every `every` optimizer steps: ``ema = d * ema + (1 - d) * weights`` with
+    ``d = decay * (step / total_steps) ** warmup_power`` (power 0: a constant decay; airbench ramps it
+    up with power 3 so the early, fast-changing weights are not averaged in). `lookahead` copies the
+    average back into the trained weights after each update (airbench's Lookahead-style scheme).
+    """
+
+    decay: float
+    every: int = 1
+    warmup_power: float = 0.0
+    lookahead: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class WhitenConfig(_Section):
+    """Settings of ``init: whiten`` (archspec.init_whiten): how many training images to take
+    patches from, the eigenvalue floor `eps`, and whether the whitened weights stay frozen."""
+
+    samples: int = 5000
+    eps: float = 5.0e-4
+    freeze: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A resolved, validated training recipe. Build one with `archspec.recipes.load_recipe`."""
 
@@ -241,6 +281,9 @@ class Recipe:
     grad_clip: float | None = None
     dataset: str | None = None
     workers: int | None = None
+    ema: EmaConfig | None = None
+    tta: str = "none"
+    whiten: WhitenConfig | None = None  # set (defaults filled in) exactly when init is "whiten"
     source: str = ""  # "builtin:adam" or the file path; not part of to_dict()
 
     def to_dict(self) -> dict[str, Any]:
@@ -260,7 +303,11 @@ class Recipe:
             "eval_every": self.eval_every,
             "init": self.init,
             "grad_clip": self.grad_clip,
+            "ema": self.ema.to_dict() if self.ema is not None else None,
+            "tta": self.tta,
         }
+        if self.whiten is not None:
+            out["whiten"] = self.whiten.to_dict()
         if self.dataset is not None:
             out["dataset"] = self.dataset
         if self.workers is not None:
@@ -316,7 +363,17 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
         centered=opt.get("centered"),
         no_decay_on=tuple(opt.get("no_decay_on") or ()),
         lr_mult={k: float(v) for k, v in (opt.get("lr_mult") or {}).items()},
+        wd_mult={k: float(v) for k, v in (opt.get("wd_mult") or {}).items()},
     )
+    ema = None
+    if d["ema"] is not None:
+        e = {**EMA_DEFAULTS, **d["ema"]}
+        ema = EmaConfig(decay=float(e["decay"]), every=int(e["every"]), warmup_power=float(e["warmup_power"]),
+                        lookahead=bool(e["lookahead"]))
+    whiten = None
+    if d["init"] == "whiten":
+        w = {**WHITEN_DEFAULTS, **(d["whiten"] or {})}
+        whiten = WhitenConfig(samples=int(w["samples"]), eps=float(w["eps"]), freeze=bool(w["freeze"]))
     schedule = d["schedule"] if isinstance(d["schedule"], dict) else {"type": d["schedule"]}
     loss = d["loss"] if isinstance(d["loss"], dict) else {"name": d["loss"]}
     normalize = d["normalize"]
@@ -339,5 +396,8 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
         grad_clip=float(d["grad_clip"]) if d["grad_clip"] is not None else None,
         dataset=d["dataset"],
         workers=int(d["workers"]) if d["workers"] is not None else None,
+        ema=ema,
+        tta=d["tta"] or "none",
+        whiten=whiten,
         source=source,
     )

@@ -467,6 +467,9 @@ def _check_semantics(data: dict, origins: _Origins) -> None:
         except ArchspecError as e:
             raise origins.error(e.message, ("dataset",)) from None
 
+    if data.get("whiten") is not None and data.get("init") != "whiten":
+        raise origins.error('whiten settings only apply with init: whiten (add it, or drop "whiten")', ("whiten",))
+
     _check_schedule(data.get("schedule") or {"type": "constant"}, name, origins)
 
 

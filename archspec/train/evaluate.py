@@ -2,7 +2,9 @@
 
 Test loss is always plain cross-entropy (mean over images, no label smoothing), whatever loss
 the recipe trains with, so test losses of runs with different recipes can be compared. Counts
-are accumulated on the device and read once at the end (no per-batch host sync).
+are accumulated on the device and read once at the end (no per-batch host sync). A run whose
+recipe has `ema` is evaluated with its averaged weights, and with the recipe's `tta`, both during
+training and by `archspec eval`, so the two report the same numbers.
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ class EvalResult:
 
 
 def evaluate_loader(model: torch.nn.Module, loader, *, device: torch.device, precision: Precision,
-                    channels_last: bool = False, num_classes: int | None = None
+                    channels_last: bool = False, num_classes: int | None = None, tta: str = "none"
                     ) -> tuple[float, float, torch.Tensor | None, torch.Tensor | None, int]:
     """(mean loss, accuracy, per-class correct, per-class total, images) over `loader`.
 
     Per-class counts are only kept when `num_classes` is given. The model is put in eval mode
-    and restored to its previous mode afterwards.
+    and restored to its previous mode afterwards. `tta` (none / flip / flip_translate) averages the
+    logits over augmented views (archspec.train.tta).
     """
+    from archspec.train.tta import tta_logits
+
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
@@ -54,7 +59,7 @@ def evaluate_loader(model: torch.nn.Module, loader, *, device: torch.device, pre
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with precision.autocast(device):
-                    logits = model(x)
+                    logits = tta_logits(model, x, tta)
                 logits = logits.float()
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").to(loss_sum.dtype)
                 hits = logits.argmax(dim=1) == y
@@ -81,7 +86,7 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
     layer shapes; a renamed or cosmetically edited spec only produces a warning.
     """
     import archspec
-    from archspec.data.loader import make_loaders
+    from archspec.data.loader import make_test_loader
     from archspec.train.checkpoint import check_compatible, checkpoint_path, load_checkpoint, spec_fingerprint
 
     if not hasattr(spec, "resolved"):
@@ -98,7 +103,8 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
     model = archspec.build_model(spec)
     warnings = check_compatible(ckpt, spec_name=spec.name, fingerprint=spec_fingerprint(spec.resolved),
                                 model_state=model.state_dict(), file=str(path), strict=False)
-    model.load_state_dict(ckpt["model"])
+    ema = ckpt.get("ema")
+    model.load_state_dict(ema["model"] if ema else ckpt["model"])  # the weights the run's test_acc used
     model.to(dev)
     channels_last = wants_channels_last(model, dev)
     if channels_last:
@@ -107,19 +113,16 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
     ds = dataset or spec.dataset or ckpt.get("dataset")
     if not ds:
         raise ArchspecError("no dataset to evaluate on: the spec has no `dataset:`; pass --data NAME")
-    bundle = make_loaders(
+    bundle = make_test_loader(  # the test split only: no time spent decoding the training images
         ds, input_shape=tuple(spec.input_shape), num_classes=spec.num_classes,
-        batch_size=int(batch_size or recipe.get("batch_size") or DEFAULT_EVAL_BATCH),
-        augment="none", normalize=recipe.get("normalize", True), data_dir=data_dir, limit_train=1,
-        limit_test=limit_test, device=str(dev), seed=int(recipe.get("seed", 0) or 0),
-        num_workers=workers if workers is not None else recipe.get("workers"),
-        eval_batch_size=int(batch_size or DEFAULT_EVAL_BATCH),
+        batch_size=int(batch_size or DEFAULT_EVAL_BATCH), normalize=recipe.get("normalize", True),
+        data_dir=data_dir, limit_test=limit_test, device=str(dev), seed=int(recipe.get("seed", 0) or 0),
     )
     num_classes = spec.num_classes or len(bundle.class_names)
     try:
         loss, acc, class_correct, class_total, seen = evaluate_loader(
             model, bundle.test, device=dev, precision=precision, channels_last=channels_last,
-            num_classes=num_classes)
+            num_classes=num_classes, tta=recipe.get("tta") or "none")
     except torch.OutOfMemoryError:
         size = int(batch_size or DEFAULT_EVAL_BATCH)
         raise ArchspecError(f"out of GPU memory evaluating with batch size {size}",

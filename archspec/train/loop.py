@@ -3,8 +3,9 @@
 Design notes (why it looks the way it does):
 
 * One optimisation step lives in `train_step` and one pass over the training set in
-  `_train_epoch`, so multi-GPU training later only has to shard the loader (`rank/world_size` in
-  `make_loaders`) and wrap the model in DDP; `_unwrap` already strips such wrappers for saving.
+  `_train_epoch`. Under torchrun (archspec.train.distributed) the same loop shards the loader
+  (`rank/world_size` in `make_loaders`), wraps the model in DDP, sums the epoch counters over the
+  ranks and lets only rank 0 write; `_unwrap` strips the wrapper for saving and evaluation.
 * No per-step host syncs: loss sum and correct count are accumulated as device tensors and read
   every `SYNC_EVERY` steps (progress bar + divergence check) and at the end of the epoch.
 * Exact resume: the checkpoint written at the end of every epoch (and an "epoch 0" one before
@@ -29,6 +30,7 @@ from rich.console import Console
 from archspec.errors import ArchspecError
 from archspec.io import atomic_write_bytes, torch_save_bytes
 from archspec.train import checkpoint as ckpt_mod
+from archspec.train import distributed
 from archspec.train.device import (
     Precision,
     configure_backends,
@@ -36,6 +38,7 @@ from archspec.train.device import (
     resolve_precision,
     wants_channels_last,
 )
+from archspec.train.distributed import Group
 from archspec.train.evaluate import evaluate_loader
 from archspec.train.report import Reporter
 from archspec.train.rundir import (
@@ -56,7 +59,7 @@ PLOT_EVERY_SECONDS = 60.0  # redraw curves.png / lr.png during a run at most thi
 STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_DIVERGED = "completed", "interrupted", "diverged"
 # Recipe keys a resumed run may not change: their state (optimizer moments, scheduler position,
 # steps per epoch) comes from the checkpoint, so a new value would be silently ignored or break.
-RESUME_FROZEN_KEYS = ("optimizer", "schedule", "batch_size")
+RESUME_FROZEN_KEYS = ("optimizer", "schedule", "batch_size", "ema")
 
 
 @dataclass
@@ -171,8 +174,15 @@ def _divergence(window_loss: float, total_is_finite: bool, first_loss: float | N
 
 def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, criterion, optimizer, scheduler,
                  sched_per_batch: bool, precision: Precision, device: torch.device, scaler, grad_clip,
-                 channels_last: bool, stop: StopRequest, reporter: Reporter) -> _EpochOutcome:
-    """One pass over the training set; stops early (flags in the outcome) on a stop request or divergence."""
+                 channels_last: bool, stop: StopRequest, reporter: Reporter, ema=None,
+                 group: Group | None = None) -> _EpochOutcome:
+    """One pass over the training set; stops early (flags in the outcome) on a stop request or divergence.
+
+    Under DDP (`group` with several ranks) every sync adds the counters and the stop flag over the
+    ranks, so all ranks see the whole training set's loss/accuracy and stop at the same step; a stop
+    request is then only acted on at a sync point (every SYNC_EVERY steps).
+    """
+    group = group or Group()
     model.train()
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64
     loss_sum = torch.zeros((), dtype=acc_dtype, device=device)
@@ -180,20 +190,31 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
     first_loss_t: torch.Tensor | None = None
     images = steps = 0
     synced_loss, synced_images = 0.0, 0
+    all_images, stop_agreed = 0, False  # images over all ranks, and their stop vote, as of the last sync
     lr = _current_lr(optimizer)
     start = time.perf_counter()
     steps_total = len(loader)
 
     def sync() -> tuple[str | None, float, float]:
         """Read the device counters once; check for divergence since the last read."""
-        nonlocal synced_loss, synced_images
-        total_loss, hits = torch.stack([loss_sum, correct.to(acc_dtype)]).tolist()  # one sync (no fp64 on MPS)
-        if first_loss_t is not None and state.first_loss is None:
-            state.first_loss = float(first_loss_t.item())
-        window = (total_loss - synced_loss) / max(1, images - synced_images)
+        nonlocal synced_loss, synced_images, all_images, stop_agreed
+        if group.enabled:  # one all-reduce: loss sum, hits, images, stop flag, first loss
+            first = first_loss_t if first_loss_t is not None else 0.0
+            total_loss, hits, all_images, stops, first_sum = group.sum(
+                [loss_sum, correct, images, 1.0 if stop.requested else 0.0, first], device)
+            stop_agreed = stops > 0
+            if first_loss_t is not None and state.first_loss is None:
+                state.first_loss = first_sum / group.world_size
+        else:
+            total_loss, hits = torch.stack([loss_sum, correct.to(acc_dtype)]).tolist()  # one sync (no fp64 on MPS)
+            all_images = images
+            if first_loss_t is not None and state.first_loss is None:
+                state.first_loss = float(first_loss_t.item())
+        all_images = int(all_images)
+        window = (total_loss - synced_loss) / max(1, all_images - synced_images)
         problem = _divergence(window, math.isfinite(total_loss), state.first_loss)
-        synced_loss, synced_images = total_loss, images
-        return problem, total_loss / max(1, images), hits / max(1, images)
+        synced_loss, synced_images = total_loss, all_images
+        return problem, total_loss / max(1, all_images), hits / max(1, all_images)
 
     with reporter.epoch(epoch, epochs, steps_total) as bar:
         batches = iter(loader)
@@ -213,6 +234,8 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
             loss, logits = train_step(model, x, y, criterion=criterion, optimizer=optimizer, precision=precision,
                                       device=device, scaler=scaler, grad_clip=grad_clip,
                                       channels_last=channels_last)
+            if ema is not None:
+                ema.update(_unwrap(model))
             if sched_per_batch and scheduler is not None:
                 scheduler.step()
             state.lr_history.append(lr)
@@ -227,17 +250,18 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
             if steps % SYNC_EVERY == 0 and steps < steps_total:
                 problem, mean_loss, mean_acc = sync()
                 if problem:
-                    return _EpochOutcome(steps, images, mean_loss, mean_acc, time.perf_counter() - start,
+                    return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start,
                                          diverged=problem, lr=lr)
                 bar.stats(loss=mean_loss, acc=mean_acc, lr=lr,
-                          ips=images / max(1e-9, time.perf_counter() - start))
-            if stop.requested:
+                          ips=all_images / max(1e-9, time.perf_counter() - start))
+            if stop_agreed or (stop.requested and not group.enabled):
                 return _EpochOutcome(steps, images, float("nan"), float("nan"), time.perf_counter() - start,
                                      stopped=True, lr=lr)
     if steps == 0:
         raise ArchspecError("the training set is empty (check --limit-train and the dataset)")
-    problem, mean_loss, mean_acc = sync()
-    return _EpochOutcome(steps, images, mean_loss, mean_acc, time.perf_counter() - start, diverged=problem, lr=lr)
+    problem, mean_loss, mean_acc = sync()  # under DDP a stop voted here takes effect after the epoch
+    return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start, diverged=problem,
+                         lr=lr)
 
 
 def _diverged_message(epoch: int, outcome: _EpochOutcome, last_good: int, base_lr: float) -> str:
@@ -254,7 +278,7 @@ def _pick_dataset(spec, recipe, dataset: str | None) -> str:
 
 
 def _checkpoint_payload(*, model, optimizer, scheduler, sched_interval, scaler, state: _State, spec, fingerprint,
-                        recipe_dict, dataset, device, limits) -> dict[str, Any]:
+                        recipe_dict, dataset, device, limits, ema=None) -> dict[str, Any]:
     model_state = _unwrap(model).state_dict()
     return {
         "format": ckpt_mod.FORMAT,
@@ -273,6 +297,7 @@ def _checkpoint_payload(*, model, optimizer, scheduler, sched_interval, scaler, 
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scheduler_interval": sched_interval,
         "scaler": scaler.state_dict() if scaler is not None else None,
+        "ema": ema.state_dict() if ema is not None else None,  # the averaged weights `archspec eval` uses
         "rng": ckpt_mod.capture_rng(device),
         "metrics": [dict(row) for row in state.metrics],
         "best_test_acc": state.best_test_acc,
@@ -333,6 +358,12 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
 
     reporter = Reporter(console, progress=progress, quiet=quiet)
     dev = resolve_device(device)
+    # Under torchrun: join the process group (cuda:LOCAL_RANK + NCCL, or CPU + Gloo). Rank 0 reports
+    # and writes for the group; the other ranks train in silence.
+    group = distributed.from_environment()
+    dev = distributed.setup(group, dev)
+    if not group.is_main:
+        reporter = Reporter(Console(quiet=True), progress=False, quiet=True)
     precision = resolve_precision(getattr(recipe, "precision", "auto"), dev)
     configure_backends(dev)
     recipe_dict = ckpt_mod.plain(recipe.to_dict())
@@ -364,46 +395,77 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     if resumed is not None:
         ckpt_mod.check_compatible(resumed, spec_name=spec.name, fingerprint=fingerprint,
                                   model_state=model.state_dict(), file=str(resume_file), strict=True)
+        saved_world = int(resumed.get("world_size") or 1)
+        if saved_world != group.world_size:  # the shards and the steps per epoch would differ
+            raise ArchspecError(f"the run was trained on {saved_world} process(es), this resume has "
+                                f"{group.world_size}", file=str(resume_file),
+                                hint=f"resume with --devices {saved_world}" if saved_world > 1
+                                else "resume without --devices / torchrun")
 
-    # The run directory, checked before any data is loaded or any step is taken.
-    if resumed is not None:
-        out = resume_file.parent
-    elif run_dir is not None:
-        out = use_run_dir(run_dir)
-    else:
-        out = new_run_dir(runs_root, spec.name, recipe.name)
-    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    check_writable(out, need_bytes=2 * 4 * param_bytes + (16 << 20))  # last+best, weights+optimizer state
+    # The run directory, checked before any data is loaded or any step is taken. Rank 0 picks and
+    # creates it; the other ranks get its name (or rank 0's error).
+    def make_run_dir() -> Path:
+        if resume_file is not None:
+            where = resume_file.parent
+        elif run_dir is not None:
+            where = use_run_dir(run_dir)
+        else:
+            where = new_run_dir(runs_root, spec.name, recipe.name)
+        param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        check_writable(where, need_bytes=2 * 4 * param_bytes + (16 << 20))  # last+best, weights+optimizer
+        return where
+
+    out = Path(group.decide(make_run_dir))
 
     bundle = make_loaders(
         ds, input_shape=tuple(spec.input_shape), num_classes=spec.num_classes, batch_size=int(recipe.batch_size),
         augment=recipe.augment, normalize=recipe.normalize, data_dir=data_dir, limit_train=limit_train,
         limit_test=limit_test, device=str(dev), seed=int(recipe.seed),
         num_workers=workers if workers is not None else getattr(recipe, "workers", None),
-        rank=0, world_size=1,
+        rank=group.rank, world_size=group.world_size,
     )
     steps_per_epoch = len(bundle.train)
+    whiten = getattr(recipe, "whiten", None)
+    if whiten is not None:  # init: whiten (data-dependent; on resume the checkpoint has the weights)
+        from archspec.init_whiten import first_conv, training_images, whiten_first_conv
+
+        if resumed is None:
+            images, mean, std = training_images(bundle.train, whiten.samples)
+            whiten_first_conv(model, images, whiten.eps, freeze=whiten.freeze, mean=mean, std=std)
+        elif whiten.freeze:
+            first_conv(model).weight.requires_grad_(False)
 
     model.to(dev)
     channels_last = wants_channels_last(model, dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, model)
+    model = distributed.wrap_model(model, group, dev)  # DDP with several ranks; after the optimizer's names
     scheduler, sched_interval = build_scheduler(recipe, optimizer, steps_per_epoch)
     criterion = build_loss(recipe, spec.num_classes or bundle.info.num_classes)
     if hasattr(criterion, "to"):
         criterion = criterion.to(dev)
     scaler = torch.amp.GradScaler(dev.type) if precision.use_scaler else None
     epochs = int(recipe.epochs)
+    ema = None
+    if getattr(recipe, "ema", None) is not None:
+        from archspec.train.ema import ModelEMA
+
+        cfg = recipe.ema
+        ema = ModelEMA(_unwrap(model), decay=cfg.decay, every=cfg.every, warmup_power=cfg.warmup_power,
+                       lookahead=cfg.lookahead, total_steps=epochs * steps_per_epoch)
+    tta = getattr(recipe, "tta", "none") or "none"
     eval_every = max(1, int(getattr(recipe, "eval_every", 1) or 1))
     grad_clip = getattr(recipe, "grad_clip", None)
     title = f"{spec.name} + {recipe.name} on {ds}"
 
     def save(state: _State, *, best: bool) -> None:
+        if not group.is_main:
+            return
         data = torch_save_bytes(_checkpoint_payload(
             model=model, optimizer=optimizer, scheduler=scheduler, sched_interval=sched_interval, scaler=scaler,
             state=state, spec=spec, fingerprint=fingerprint, recipe_dict=recipe_dict, dataset=ds, device=dev,
-            limits={"train": limit_train, "test": limit_test}))
+            limits={"train": limit_train, "test": limit_test}, ema=ema) | {"world_size": group.world_size})
         atomic_write_bytes(out / "last.pt", data)
         if best:
             atomic_write_bytes(out / "best.pt", data)
@@ -426,6 +488,8 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                 scheduler.load_state_dict(resumed["scheduler"])
             if scaler is not None and resumed.get("scaler") is not None:
                 scaler.load_state_dict(resumed["scaler"])
+            if ema is not None and resumed.get("ema") is not None:
+                ema.load_state_dict(resumed["ema"])
         except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
             raise ArchspecError(f"cannot restore the optimizer/schedule state ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''}): the recipe differs from the "
@@ -433,23 +497,26 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                                 file=str(resume_file),
                                 hint="resume with the run's own recipe (leave out --recipe)") from None
         ckpt_mod.restore_rng(resumed["rng"])
-        remove_stale_temp_files(out)
         if changed:
             reporter.note(f"note: the recipe differs from the run's original in: {', '.join(changed)}")
-        write_yaml(out / "recipe.yaml", recipe_dict)
-        write_metrics(out, state.metrics)  # drop any row written after the checkpoint (kill -9 window)
+        if group.is_main:
+            remove_stale_temp_files(out)
+            write_yaml(out / "recipe.yaml", recipe_dict)
+            write_metrics(out, state.metrics)  # drop any row written after the checkpoint (kill -9 window)
         reporter.note(f"resuming {out} after epoch {state.epoch}/{epochs}", style="cyan", always=False)
     else:
         state = _State()
-        write_yaml(out / "spec.yaml", ckpt_mod.plain(spec.resolved))
-        write_yaml(out / "recipe.yaml", recipe_dict)
-        write_metrics(out, state.metrics)
+        if group.is_main:
+            write_yaml(out / "spec.yaml", ckpt_mod.plain(spec.resolved))
+            write_yaml(out / "recipe.yaml", recipe_dict)
+            write_metrics(out, state.metrics)
         save(state, best=False)  # "epoch 0": a kill during epoch 1 is resumable too
     del resumed
 
     reporter.header({"spec": spec.name, "recipe": recipe.name,
                      "data": f"{ds} ({bundle.num_train:,} train / {bundle.num_test:,} test)",
-                     "device": f"{dev} {precision.name}",
+                     "device": f"{dev} {precision.name}" + (f" x {group.world_size} processes (DDP)"
+                                                            if group.enabled else ""),
                      "params": f"{params:,}", "run": str(out)})
     status, message = STATUS_COMPLETED, ""
     started = time.time()
@@ -457,11 +524,12 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
 
     def summary_of(status: str, message: str = "") -> dict[str, Any]:
         return _summary(status, message, state=state, spec=spec, recipe=recipe, ds=ds, dev=dev, precision=precision,
-                        params=params, epochs=epochs, out=out, started=started, limits=(limit_train, limit_test))
+                        params=params, epochs=epochs, out=out, started=started,
+                        limits=(limit_train, limit_test)) | {"world_size": group.world_size}
 
     # Signals only set a flag from here on (a second Ctrl-C aborts): the loop stops between batches
     # and the closing writes below are not cut short.
-    with StopRequest() as stop:
+    with distributed.stop_request(group) as stop:
         try:
             with reporter.live():
                 for epoch in range(state.epoch + 1, epochs + 1):
@@ -471,7 +539,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                         model, bundle.train, epoch=epoch, epochs=epochs, state=state, criterion=criterion,
                         optimizer=optimizer, scheduler=scheduler, sched_per_batch=sched_interval == "batch",
                         precision=precision, device=dev, scaler=scaler, grad_clip=grad_clip,
-                        channels_last=channels_last, stop=stop, reporter=reporter)
+                        channels_last=channels_last, stop=stop, reporter=reporter, ema=ema, group=group)
                     if outcome.stopped or outcome.diverged:
                         del state.lr_history[len(state.lr_history) - outcome.steps:]  # the discarded steps
                         if outcome.stopped:
@@ -486,24 +554,30 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                         scheduler.step()
                     test_loss = test_acc = None
                     if epoch % eval_every == 0 or epoch == epochs:
+                        eval_model = ema.module if ema is not None else _unwrap(model)
+                        group.broadcast_buffers(eval_model)  # rank 0's BN statistics: what it checkpoints
                         test_loss, test_acc, *_ = evaluate_loader(
-                            model, bundle.test, device=dev, precision=precision, channels_last=channels_last)
+                            eval_model, bundle.test, device=dev,
+                            precision=precision, channels_last=channels_last, tta=tta)
                     row = {"epoch": epoch, "train_loss": outcome.loss, "train_acc": outcome.acc,
                            "test_loss": test_loss, "test_acc": test_acc, "lr": outcome.lr,
                            "epoch_seconds": time.perf_counter() - epoch_start,
                            "images_per_second": outcome.images / max(outcome.seconds, 1e-9)}
                     improved = state.record(row, outcome)
                     save(state, best=improved)
-                    write_metrics(out, state.metrics)
-                    write_summary(out, summary_of(STATUS_COMPLETED if epoch == epochs else "running"))
-                    if time.monotonic() - last_plot >= PLOT_EVERY_SECONDS:
-                        _write_plots(out, state, steps_per_epoch, title, reporter)
-                        last_plot = time.monotonic()
+                    if group.is_main:
+                        write_metrics(out, state.metrics)
+                        write_summary(out, summary_of(STATUS_COMPLETED if epoch == epochs else "running"))
+                        if time.monotonic() - last_plot >= PLOT_EVERY_SECONDS:
+                            _write_plots(out, state, steps_per_epoch, title, reporter)
+                            last_plot = time.monotonic()
                     reporter.epoch_row(row, epochs)
-                    if epoch < epochs and (stop.requested or (stop_after_epoch is not None
-                                                              and epoch >= stop_after_epoch)):
+                    stop_now = group.any(stop.requested, dev)  # every rank stops after the same epoch
+                    if epoch < epochs and (stop_now or (stop_after_epoch is not None
+                                                        and epoch >= stop_after_epoch)):
                         status = STATUS_INTERRUPTED
-                        reason = stop.signal_name if stop.requested else f"stop_after_epoch={stop_after_epoch}"
+                        reason = (stop.signal_name or "a stop request on another rank") if stop_now \
+                            else f"stop_after_epoch={stop_after_epoch}"
                         message = f"stopped ({reason}) after epoch {epoch}"
                         break
         except torch.OutOfMemoryError:
@@ -512,15 +586,19 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                                      "or a smaller model") from None
 
         summary = summary_of(status, message)
-        write_metrics(out, state.metrics)
-        write_summary(out, summary)
-        _write_plots(out, state, steps_per_epoch, title, reporter)
+        if group.is_main:
+            write_metrics(out, state.metrics)
+            write_summary(out, summary)
+            _write_plots(out, state, steps_per_epoch, title, reporter)
+        group.barrier()  # no rank exits (torchrun would stop the others) before rank 0 has written
+        group.close()
 
     resume_cmd = None
     if status != STATUS_COMPLETED:
         reporter.note(message, style="red" if status == STATUS_DIVERGED else "yellow")
     if status == STATUS_INTERRUPTED:
-        resume_cmd = f"archspec train {spec.path or spec.name} --resume {out}"
+        resume_cmd = f"archspec train {spec.path or spec.name} --resume {out}" + (
+            f" --devices {group.world_size}" if group.enabled else "")
         reporter.note(f"resume with: {resume_cmd}", style="yellow")
     reporter.summary(summary)
     return RunResult(
