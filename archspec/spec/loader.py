@@ -333,19 +333,11 @@ class _Expander:
         if not errors:
             return
         path, message = message_for(best_match(errors))
-        if path and path[0] in raw and isinstance(value, dict):
-            at = where + path
-        else:
-            at = where
-        if not isinstance(value, dict) and path and impl.main and path[0] == impl.main:
-            path = path  # scalar shorthand: the value itself is at `where`
+        # Point at the offending option where it was written; a scalar shorthand (`conv: -4`) or a
+        # missing option points at the layer itself.
+        at = where + path if path and path[0] in raw and isinstance(value, dict) else where
         file, line, col = self.doc.where(at)
-        shown = dotted(where + path[:1]) if path else dotted(where)
-        raise ArchspecError(message, file=file, line=line, col=col, path=_display(shown, where))
-
-
-def _display(shown: str, where: tuple) -> str:
-    return shown
+        raise ArchspecError(message, file=file, line=line, col=col, path=dotted(where + path[:1]))
 
 
 def _is_numeric(schema: dict) -> bool:
