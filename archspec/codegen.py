@@ -11,7 +11,7 @@ import textwrap
 
 from archspec.spec.loader import Node, Spec
 
-_HELPERS = ("Residual", "ResBlock", "Parallel", "Scale")
+_HELPERS = ("Residual", "ResBlock", "Parallel", "Scale", "dirac_init")
 
 
 def _list_code(nodes: list[Node], indent: int) -> str:
@@ -32,12 +32,13 @@ def _node_code(node: Node, indent: int) -> str:
     return impl.code(node.options, node.in_shape)
 
 
-def _frozen(nodes: list[Node], prefix: str) -> list[str]:
+def _frozen(nodes: list[Node], prefix: str) -> list[tuple[str, bool | str]]:
+    """(module path, trainable) for every layer whose `trainable` option is not true."""
     out = []
     for node in nodes:
         path = f"{prefix}{node.module_name}"
-        if node.options.get("trainable") is False:
-            out.append(path)
+        if node.options.get("trainable", True) is not True:
+            out.append((path, node.options["trainable"]))
         if node.kind == "residual":
             out += _frozen(node.children[0], f"{path}.body.")
         elif node.kind == "parallel":
@@ -57,7 +58,11 @@ def to_pytorch(spec: Spec) -> str:
     helpers = "\n\n".join(inspect.getsource(getattr(modules, h)) for h in used)
     frozen = _frozen(spec.layers, "")
     freeze = "".join(
-        f"    for p in model.get_submodule({p!r}).parameters():\n        p.requires_grad_(False)\n" for p in frozen
+        f"    for p in model.get_submodule({path!r}).parameters():\n        p.requires_grad_(False)\n"
+        if trainable is False else
+        f"    for name, p in model.get_submodule({path!r}).named_parameters():  # trainable: bias\n"
+        f"        if name.rsplit('.', 1)[-1] != 'bias':\n            p.requires_grad_(False)\n"
+        for path, trainable in frozen
     )
     doc = f"{spec.name}: input {list(spec.input_shape)} -> output {list(spec.output_shape)}"
     parts = [

@@ -46,10 +46,20 @@ def _build_node(node: Node, path: str):
         raise
     except (ValueError, TypeError, RuntimeError) as e:  # a kind's build failing is our bug, but say where
         raise node.error(f"cannot build {node.kind}: {e}") from None
-    if node.options.get("trainable") is False:
-        for p in module.parameters():
-            p.requires_grad_(False)
+    freeze_parameters(module, node.options.get("trainable", True))
     return module
+
+
+def freeze_parameters(module, trainable: bool | str) -> None:
+    """Apply a layer's `trainable` option: False freezes every parameter, "bias" all but the biases.
+
+    Frozen parameters keep requires_grad=False; the optimizer leaves them out (recipes/build.py).
+    """
+    if trainable is True:
+        return
+    for name, p in module.named_parameters():
+        if trainable is False or name.rsplit(".", 1)[-1] != "bias":
+            p.requires_grad_(False)
 
 
 def build_model(spec: Spec, device=None):

@@ -293,3 +293,97 @@ def test_ema_state_resumes_exactly(tmp_path):
         for key, value in state.items():
             torch.testing.assert_close(other[key], value, rtol=0, atol=0)
     assert [r["test_acc"] for r in second.metrics] == [r["test_acc"] for r in straight.metrics]
+
+
+# --- trainable: bias, conv init: dirac ----------------------------------------------------------
+
+
+def test_trainable_bias_freezes_all_but_biases_and_optimizer_skips_frozen(tmp_path):
+    from archspec.recipes import load_recipe
+    from archspec.recipes.build import build_optimizer
+
+    path = _file(tmp_path, "s.yaml", """
+        input: [3, 8, 8]
+        classes: 4
+        layers:
+          - conv: {out: 6, trainable: bias}
+          - relu                           # (a bias right before BatchNorm would get no gradient)
+          - bn: {trainable: bias}
+          - flatten
+          - linear: {out: 4, trainable: false}
+    """)
+    spec = archspec.load_spec(path)
+    model = archspec.build_model(spec)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"conv1.bias", "bn1.bias"}
+    summary = archspec.summarize(spec)
+    assert summary.trainable_params == 6 + 6 and summary.total_params == 6 * 3 * 9 + 6 + 12 + 6 * 64 * 4 + 4
+    optimizer = build_optimizer(load_recipe("sgd"), model)
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for p in model.parameters() if p.requires_grad}
+    # One step moves only the biases.
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    torch.nn.functional.cross_entropy(model(torch.randn(5, 3, 8, 8)), torch.tensor([0, 1, 2, 3, 0])).backward()
+    optimizer.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == {"conv1.bias", "bn1.bias"}
+    # The generated plain-PyTorch code freezes the same parameters.
+    from archspec.codegen import to_pytorch
+
+    namespace: dict = {}
+    exec(to_pytorch(spec).split('if __name__ == "__main__":')[0], namespace)  # noqa: S102 - our own codegen
+    generated = namespace["build_model"]()
+    assert {n for n, p in generated.named_parameters() if p.requires_grad} == trainable
+
+
+def test_trainable_rejects_other_values_with_location(tmp_path):
+    path = _file(tmp_path, "s.yaml", """
+        input: [3, 8, 8]
+        classes: 4
+        layers:
+          - conv: {out: 6, trainable: weights}
+    """)
+    with pytest.raises(archspec.ArchspecError) as err:
+        archspec.load_spec(path)
+    text = str(err.value)
+    assert "s.yaml:4:31: layers[0].conv.trainable: must be one of true, false, bias" in text
+
+
+def test_conv_dirac_init_starts_as_identity(tmp_path):
+    path = _file(tmp_path, "s.yaml", """
+        input: [4, 6, 6]
+        classes: 2
+        layers:
+          - conv: {out: 8, bias: false, init: dirac}
+          - conv: {out: 2, kernel: 5, init: dirac}
+          - gap
+          - flatten
+    """)
+    spec = archspec.load_spec(path)
+    model = archspec.build_model(spec)
+    conv1, conv2 = model.conv1, model.conv2
+    x = torch.randn(2, 4, 6, 6)
+    with torch.no_grad():
+        y = conv1(x)
+    torch.testing.assert_close(y[:, :4], x)  # the first `in` filters pass their channel through
+    assert not torch.equal(y[:, 4:], torch.zeros_like(y[:, 4:]))  # the rest keep the default init
+    w2 = conv2.weight.detach()  # out < in: every filter is an identity of one input channel
+    assert w2.shape == (2, 8, 5, 5) and w2.abs().sum() == 2 and w2[0, 0, 2, 2] == 1 and w2[1, 1, 2, 2] == 1
+    from archspec.codegen import to_pytorch
+
+    namespace: dict = {}
+    exec(to_pytorch(spec).split('if __name__ == "__main__":')[0], namespace)  # noqa: S102 - our own codegen
+    generated = namespace["build_model"]()
+    torch.testing.assert_close(generated[0].weight[:4], conv1.weight[:4])
+    assert archspec.summarize(spec).total_params == 8 * 4 * 9 + 2 * 8 * 25 + 2  # counting on meta works
+
+
+def test_conv_dirac_init_refuses_groups(tmp_path):
+    path = _file(tmp_path, "s.yaml", """
+        input: [4, 6, 6]
+        classes: 4
+        layers:
+          - conv: {out: 8, groups: 2, init: dirac}
+    """)
+    with pytest.raises(archspec.ArchspecError, match="dirac needs groups: 1"):
+        archspec.load_spec(path)

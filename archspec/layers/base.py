@@ -26,8 +26,9 @@ BOOL = {"type": "boolean"}
 COMMON_OPTIONS: dict[str, dict] = {
     "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
              "description": "module name in the built model (default: kind + running number)"},
-    "trainable": {"type": "boolean", "default": True,
-                  "description": "false freezes this layer's parameters (requires_grad=False)"},
+    "trainable": {"enum": [True, False, "bias"], "default": True,
+                  "description": "false freezes this layer's parameters (requires_grad=False); "
+                                 "bias trains only its biases (BitFit; airbench's BatchNorm)"},
 }
 
 

@@ -39,6 +39,9 @@ class Conv(LayerKind):
         "dilation": {**POS_INT, "default": 1},
         "groups": {**POS_INT, "default": 1},
         "bias": {**BOOL, "default": True},
+        "init": {"enum": ["default", "dirac"], "default": "default",
+                 "description": "dirac: the first min(in, out) filters start as the identity (airbench); "
+                                "the rest keep torch's default init"},
     }
     required = ("out",)
     example = "conv: {out: 64, kernel: 5, padding: 0}"
@@ -49,6 +52,8 @@ class Conv(LayerKind):
             o["padding"] = 0
         if c % o["groups"] or o["out"] % o["groups"]:
             raise ShapeError(f"groups={o['groups']} must divide input channels {c} and out {o['out']}")
+        if o["init"] == "dirac" and o["groups"] != 1:
+            raise ShapeError("init: dirac needs groups: 1")
         return c, h, w
 
     def output_shape(self, o, shape):
@@ -68,8 +73,11 @@ class Conv(LayerKind):
     def build(self, o, shape):
         from torch import nn
 
-        return nn.Conv2d(shape[0], o["out"], o["kernel"], stride=o["stride"], padding=resolve_padding(o),
+        from archspec.layers.modules import dirac_init
+
+        conv = nn.Conv2d(shape[0], o["out"], o["kernel"], stride=o["stride"], padding=resolve_padding(o),
                          dilation=o["dilation"], groups=o["groups"], bias=o["bias"])
+        return dirac_init(conv) if o["init"] == "dirac" else conv
 
     def macs(self, o, shape, out):
         return out[0] * out[1] * out[2] * (shape[0] // o["groups"]) * o["kernel"] ** 2
@@ -78,4 +86,5 @@ class Conv(LayerKind):
         extra = kwargs_code({"stride": o["stride"], "padding": resolve_padding(o), "dilation": o["dilation"],
                              "groups": o["groups"], "bias": o["bias"]},
                             {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True})
-        return f"nn.Conv2d({shape[0]}, {o['out']}, {o['kernel']}{extra})"
+        code = f"nn.Conv2d({shape[0]}, {o['out']}, {o['kernel']}{extra})"
+        return f"dirac_init({code})" if o["init"] == "dirac" else code

@@ -91,3 +91,12 @@ class Scale(nn.Module):
 
     def extra_repr(self) -> str:
         return f"factor={self.factor:g}"
+
+
+def dirac_init(conv: nn.Conv2d) -> nn.Conv2d:
+    """Set the first min(in, out) filters of `conv` to the identity (each passes one input channel
+    through unchanged), keeping the default init for the rest: a deep conv stack then starts close
+    to the identity map, which airbench94 found trains faster. Returns `conv`."""
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[: conv.weight.shape[1]])
+    return conv

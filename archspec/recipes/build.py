@@ -72,6 +72,8 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
             owners.setdefault(id(p), (module, pname))
     groups: dict[tuple[float, float], dict[str, Any]] = {}
     for _, p in model.named_parameters():
+        if not p.requires_grad:  # frozen (`trainable: false` / `bias`, a frozen whitening conv)
+            continue
         module, pname = owners[id(p)]
         tags = {t for t, hit in (("bias", pname == "bias"), ("norm", isinstance(module, NORM_LAYERS))) if hit}
         decay = 0.0 if tags & set(cfg.no_decay_on) else cfg.weight_decay
@@ -85,7 +87,7 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
         })
         group["params"].append(p)
     if not groups:
-        raise ArchspecError("the model has no parameters to train")
+        raise ArchspecError("the model has no parameters to train (every layer is frozen?)")
     return list(groups.values())
 
 

@@ -73,7 +73,7 @@ def message_for(error: ValidationError) -> tuple[tuple, str]:
         words = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
         return path, f"expected {words}, got {_describe(inst)}"
     if v == "enum":
-        choices = [str(c) for c in error.validator_value]
+        choices = [str(c).lower() if isinstance(c, bool) else str(c) for c in error.validator_value]  # YAML words
         return path, f"must be one of {', '.join(choices)}; got {_describe(inst)}{did_you_mean(str(inst), choices)}"
     if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[v]
