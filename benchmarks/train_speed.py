@@ -14,7 +14,8 @@ the spec's default recipe's optimizer and loss):
              steps - fetching and augmenting the batch, the scheduler, metric accumulation - is counted.
   reference  the same nn.Module (from `archspec.codegen.to_pytorch`, exec'd), uint8 data resident on the
              device, crop+flip as one batched gather on the device, bf16 autocast + channels_last +
-             torch.compile + fused optimizer on CUDA (fp32, eager on CPU), no host syncs.
+             fused optimizer on CUDA (fp32 on CPU), torch.compile with the same `--compile` setting
+             archspec gets (default auto: compiled on CUDA, eager on CPU), no host syncs.
   coursework torchvision-style Dataset of PIL images, transforms RandomCrop/Flip/ToTensor/Normalize,
              DataLoader(shuffle, num_workers=2), fp32, `loss.item()` every step.
 
@@ -41,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +54,7 @@ from archspec.data.info import dataset_info  # noqa: E402
 from archspec.recipes import load_recipe  # noqa: E402
 from archspec.recipes.build import _FUSED_ON_CUDA, OPTIMIZERS  # noqa: E402
 from archspec.train import loop  # noqa: E402
+from archspec.train.compiling import resolve_compile  # noqa: E402
 from archspec.train.device import resolve_device, resolve_precision  # noqa: E402
 
 SHAPE = (3, 32, 32)
@@ -197,7 +200,7 @@ def crop_flip(x: torch.Tensor) -> torch.Tensor:
 
 
 def run_reference(spec, recipe, images: torch.Tensor, labels: torch.Tensor, device: str, precision: str,
-                  warmup: int, steps: int, compile_model: bool) -> Timing:
+                  warmup: int, steps: int, compile_mode: str | None) -> Timing:
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     cuda = dev.type == "cuda"
@@ -209,7 +212,7 @@ def run_reference(spec, recipe, images: torch.Tensor, labels: torch.Tensor, devi
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(recipe, model, fused=cuda)
-    forward = torch.compile(model) if compile_model and cuda else model
+    forward = torch.compile(model, mode=compile_mode) if compile_mode else model
     info = dataset_info("cifar10")
     mean = torch.tensor(info.mean, device=dev).view(1, 3, 1, 1) * 255
     inv_std = 1 / (torch.tensor(info.std, device=dev).view(1, 3, 1, 1) * 255)
@@ -302,7 +305,10 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", help="archspec and reference (coursework is always fp32)")
     ap.add_argument("--repeats", type=int, default=1, help="run each variant this often; report the median")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the coursework loop")
-    ap.add_argument("--no-compile", action="store_true", help="no torch.compile for the reference on CUDA")
+    ap.add_argument("--compile", default="auto",
+                    help="the recipe's compile value for both archspec and the reference: auto (torch.compile on "
+                         "CUDA only), false, true, reduce-overhead (CUDA graphs), max-autotune, ...")
+    ap.add_argument("--no-compile", action="store_true", help="same as --compile false")
     ap.add_argument("--variants", nargs="+", default=["archspec", "reference", "coursework"],
                     choices=["archspec", "reference", "coursework"])
     args = ap.parse_args()
@@ -311,18 +317,20 @@ def main() -> None:
 
     dev = resolve_device(args.device)
     prec = resolve_precision(args.precision, dev)
+    compile_value = "false" if args.no_compile else args.compile
+    compile_mode = resolve_compile(yaml.safe_load(compile_value), dev)
     spec = archspec.load_spec(args.spec, dataset="cifar10")
     if tuple(spec.input_shape) != SHAPE:
         raise SystemExit(f"{args.spec}: this benchmark needs a {SHAPE} model, not {tuple(spec.input_shape)}")
     threads = torch.get_num_threads()
     print(f"{spec.name}: {sum(p.numel() for p in build_plain_model(spec).parameters()):,} params | device {dev} "
-          f"| precision {prec.name} | torch {torch.__version__} | {threads} CPU threads | "
+          f"| precision {prec.name} | compile {compile_mode or 'off'} | torch {torch.__version__} | {threads} CPU threads | "
           f"{args.warmup} warm-up + {args.steps} timed steps x {args.repeats}")
     rate_note = "batch / median step time" if dev.type == "cpu" else "timed-window mean"
     print(f"images/s = {rate_note}; 'mean' = timed-window mean; first = first step (s); startup = to first step (s)")
     for batch in args.batch_size:
         recipe = load_recipe(spec.recipe or "adam", batch_size=batch, epochs=1,
-                             overrides=["augment=flip_crop", f"precision={args.precision}"])
+                             overrides=["augment=flip_crop", f"precision={args.precision}", f"compile={compile_value}"])
         n = batch * (args.warmup + args.steps)
         images, labels = random_cifar(n)
         results: dict[str, list[Timing]] = {v: [] for v in args.variants}
@@ -334,7 +342,7 @@ def main() -> None:
                         t = run_archspec(spec, recipe, Path(data_dir), args.device, args.warmup, args.steps)
                     elif variant == "reference":
                         t = run_reference(spec, recipe, images, labels, args.device, args.precision, args.warmup,
-                                          args.steps, not args.no_compile)
+                                          args.steps, compile_mode)
                     else:
                         t = run_coursework(spec, recipe, images, labels, args.device, args.warmup, args.steps,
                                            args.workers)

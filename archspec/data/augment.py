@@ -10,6 +10,11 @@ the `heavy` presets run it after normalisation, and in a list a bare `Normalize`
 where normalisation happens (steps after it get the normalised float tensor). Normalisation itself
 is configured by the recipe's `normalize:`, not here.
 
+Besides v2's classes, a list may name archspec's own steps (`ARCHSPEC_STEPS`):
+`AlternatingHorizontalFlip` (no arguments) is airbench's alternating flip, a fixed pseudo-random half
+of the dataset (hashed with the recipe's seed) mirrored on even epochs and the other half on odd ones;
+see `archspec.data.alternating_flip`.
+
 torchvision is imported inside the functions so that reading the presets (for `--help`, validation)
 stays cheap.
 """
@@ -34,6 +39,12 @@ AUGMENT_PRESETS: dict[str, str] = {
 }
 
 NORMALIZE_MARKER = "Normalize"
+
+# archspec's own steps, usable in an explicit list: name -> what it does (they take no arguments).
+ARCHSPEC_STEPS: dict[str, str] = {
+    "AlternatingHorizontalFlip": "airbench's flip: a fixed random half of the images mirrored on even "
+                                 "epochs, the other half on odd epochs (hashed with the recipe's seed)",
+}
 
 
 def _preset_steps(name: str, input_shape: Sequence[int]) -> tuple[list, list]:
@@ -72,6 +83,13 @@ def _preset_steps(name: str, input_shape: Sequence[int]) -> tuple[list, list]:
     raise ArchspecError(f'unknown augment preset "{name}"{did_you_mean(name, AUGMENT_PRESETS)}; '
                         f"known: {', '.join(AUGMENT_PRESETS)}, or a list of torchvision.transforms.v2 steps",
                         path="augment")
+
+
+def _archspec_step(name: str):
+    """A new instance of archspec's own step `name` (a key of ARCHSPEC_STEPS)."""
+    from archspec.data.alternating_flip import AlternatingHorizontalFlip
+
+    return {"AlternatingHorizontalFlip": AlternatingHorizontalFlip}[name]()
 
 
 def _v2_transform_names() -> list[str]:
@@ -123,10 +141,17 @@ def _list_steps(items: Sequence[Any]) -> tuple[list, list]:
                 raise ArchspecError("Normalize appears twice in augment", path=where)
             target = post
             continue
+        if name in ARCHSPEC_STEPS:
+            if args or kwargs:
+                raise ArchspecError(f"{name} takes no arguments (the seed is the recipe's seed, the epoch "
+                                    f"and dataset index are the sample's); write it as a bare name", path=where)
+            target.append(_archspec_step(name))
+            continue
         cls = getattr(v2, name, None)
         if not (isinstance(cls, type) and issubclass(cls, v2.Transform)) or name.startswith("_"):
-            raise ArchspecError(f'unknown transform "{name}"{did_you_mean(name, _v2_transform_names())}; '
-                                "steps are class names from torchvision.transforms.v2, e.g. RandomCrop",
+            known = [*_v2_transform_names(), *ARCHSPEC_STEPS]
+            raise ArchspecError(f'unknown transform "{name}"{did_you_mean(name, known)}; steps are class '
+                                f"names from torchvision.transforms.v2, e.g. RandomCrop, or {', '.join(ARCHSPEC_STEPS)}",
                                 path=where)
         try:
             target.append(cls(*args, **kwargs))

@@ -241,6 +241,12 @@ def _index_bit(indices: Tensor, seed: int) -> Tensor:
     return (h >> 7) & 1
 
 
+def _alternating_mask(indices: Tensor, epoch: int, seed: int) -> Tensor:
+    """Which of `indices` the alternating flip mirrors in `epoch` (bool, on `indices`' device): the
+    single definition both the batched and the per-sample path use."""
+    return (_index_bit(indices, seed) == 1) ^ (int(epoch) % 2 == 1)
+
+
 def alternating_flip(x: Tensor, indices: Tensor, epoch: int, *, seed: int = 0) -> Tensor:
     """airbench's flip: a fixed pseudo-random half of the dataset (chosen by hashing each sample's
     dataset index with `seed`) is mirrored on even epochs and the other half on odd epochs, so over any
@@ -249,8 +255,14 @@ def alternating_flip(x: Tensor, indices: Tensor, epoch: int, *, seed: int = 0) -
     _check_batch(x)
     if indices.shape != (x.shape[0],):
         raise ValueError(f"indices must have shape ({x.shape[0]},), got {tuple(indices.shape)}")
-    flip = (_index_bit(indices.to(x.device), seed) == 1) ^ (int(epoch) % 2 == 1)
+    flip = _alternating_mask(indices.to(x.device), epoch, seed)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def alternating_flips(index: int, epoch: int, *, seed: int = 0) -> bool:
+    """Whether `alternating_flip` mirrors dataset sample `index` in `epoch` (one sample, on the CPU;
+    the per-sample `AlternatingHorizontalFlip` transform asks this, so both paths agree exactly)."""
+    return bool(_alternating_mask(torch.tensor([int(index)]), epoch, seed)[0])
 
 
 def affine_batch(x: Tensor, angle: Tensor, translate: Tensor | None = None, scale: Tensor | None = None,
@@ -610,7 +622,12 @@ def _step_for(t: Any, height: int, width: int, alternating: bool, seed: int) -> 
     arguments), or None when there is none."""
     from torchvision.transforms import v2
 
+    from archspec.data.alternating_flip import AlternatingHorizontalFlip
+
     kind = type(t)
+    if kind is AlternatingHorizontalFlip:
+        return BatchStep(f"AlternatingHorizontalFlip(seed={seed})",
+                         lambda x, g, idx, ep: alternating_flip(x, idx, ep, seed=seed), needs_indices=True)
     if kind is v2.RandomHorizontalFlip:
         p = float(t.p)
         if alternating and p == 0.5:
@@ -696,8 +713,9 @@ class BatchAugment:
         step has no batched equivalent (a transform not mapped here, bicubic interpolation, expand=True,
         per-type fill dicts, a crop whose size is not the input size). Spec errors (unknown names, bad
         arguments) raise ArchspecError exactly as the per-sample path does, since the same parser reads
-        the spec. `alternating_flip=True` swaps RandomHorizontalFlip(p=0.5) for airbench's alternating
-        flip (the call then needs `indices` and `epoch`)."""
+        the spec. An `AlternatingHorizontalFlip` step (airbench's alternating flip, hashed with `seed`)
+        makes the call need `indices` and `epoch`; `alternating_flip=True` also swaps every
+        RandomHorizontalFlip(p=0.5) for it."""
         from archspec.data.augment import augment_steps
 
         pre, post = augment_steps(augment, input_shape)

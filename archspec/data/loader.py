@@ -156,11 +156,14 @@ class _AugmentedImages(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        from archspec.data.alternating_flip import augmenting_sample  # imports torchvision, loaded by now
+
         epoch, index = key
         # fork_rng: with num_workers=0 this runs in the training process, whose RNG must not move.
         # Only the CPU generator is seeded (the transforms run on CPU tensors); torch.manual_seed would
-        # also reseed every accelerator and cost ~100x more per sample.
-        with torch.random.fork_rng(devices=[]):
+        # also reseed every accelerator and cost ~100x more per sample. augmenting_sample tells steps
+        # that depend on the sample (AlternatingHorizontalFlip) its (seed, epoch, index).
+        with torch.random.fork_rng(devices=[]), augmenting_sample(seed=self.seed, epoch=epoch, index=index):
             torch.default_generator.manual_seed(derive_seed(self.seed, "augment", epoch, index))
             x = self.images[index]
             if self.pre is not None:

@@ -52,6 +52,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "augment": "none",
     "normalize": True,
     "precision": "auto",
+    "compile": "auto",
     "seed": 0,
     "eval_every": 1,
     "init": "default",
@@ -275,6 +276,7 @@ class Recipe:
     augment: str | list[Any] = "none"
     normalize: bool | dict[str, list[float]] = True
     precision: str = "auto"
+    compile: str | bool = "auto"  # auto | false | true | a torch.compile mode (archspec.train.compiling)
     seed: int = 0
     eval_every: int = 1
     init: str = "default"
@@ -299,6 +301,7 @@ class Recipe:
             "augment": self.augment,
             "normalize": self.normalize,
             "precision": self.precision,
+            "compile": self.compile,
             "seed": self.seed,
             "eval_every": self.eval_every,
             "init": self.init,
@@ -390,6 +393,7 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
         augment=d["augment"] if d["augment"] is not None else "none",
         normalize=normalize,
         precision=d["precision"],
+        compile=d["compile"],
         seed=int(d["seed"]),
         eval_every=int(d["eval_every"]),
         init=d["init"],

@@ -6,6 +6,8 @@ Design notes (why it looks the way it does):
   `_train_epoch`. Under torchrun (archspec.train.distributed) the same loop shards the loader
   (`rank/world_size` in `make_loaders`), wraps the model in DDP, sums the epoch counters over the
   ranks and lets only rank 0 write; `_unwrap` strips the wrapper for saving and evaluation.
+* `compile:` (archspec.train.compiling) wraps the model for the training steps only; the steps
+  that compile are timed apart (`compile_seconds`) and left out of images/s.
 * No per-step host syncs: loss sum and correct count are accumulated as device tensors and read
   every `SYNC_EVERY` steps (progress bar + divergence check) and at the end of the epoch.
 * Exact resume: the checkpoint written at the end of every epoch (and an "epoch 0" one before
@@ -31,6 +33,7 @@ from archspec.errors import ArchspecError
 from archspec.io import atomic_write_bytes, torch_save_bytes
 from archspec.train import checkpoint as ckpt_mod
 from archspec.train import distributed
+from archspec.train.compiling import CompileClock, compile_model, resolve_compile
 from archspec.train.device import (
     Precision,
     configure_backends,
@@ -94,8 +97,9 @@ class _State:
     first_loss: float | None = None
     lr_history: list[float] = field(default_factory=list)
     train_seconds: float = 0.0  # wall time of completed epochs (train + eval)
-    train_phase_seconds: float = 0.0  # training steps only, for throughput
-    images_seen: int = 0
+    train_phase_seconds: float = 0.0  # training steps only, for throughput (compiling steps excluded)
+    images_seen: int = 0  # images of the steps in train_phase_seconds
+    compile_seconds: float = 0.0  # steps that triggered a torch.compile compilation
 
 
     def record(self, row: dict[str, Any], outcome: _EpochOutcome) -> bool:
@@ -107,8 +111,9 @@ class _State:
         self.epoch = row["epoch"]
         self.metrics.append(row)
         self.train_seconds += row["epoch_seconds"]
-        self.train_phase_seconds += outcome.seconds
-        self.images_seen += outcome.images
+        self.train_phase_seconds += outcome.seconds - outcome.compile_seconds
+        self.images_seen += outcome.images - outcome.compile_images
+        self.compile_seconds += outcome.compile_seconds
         return improved
 
 
@@ -122,6 +127,12 @@ class _EpochOutcome:
     stopped: bool = False
     diverged: str | None = None
     lr: float = 0.0
+    compile_seconds: float = 0.0  # of `seconds`, the steps that compiled
+    compile_images: int = 0  # of `images`, those in the compiling steps (all ranks)
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.images - self.compile_images) / max(self.seconds - self.compile_seconds, 1e-9)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -175,7 +186,7 @@ def _divergence(window_loss: float, total_is_finite: bool, first_loss: float | N
 def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, criterion, optimizer, scheduler,
                  sched_per_batch: bool, precision: Precision, device: torch.device, scaler, grad_clip,
                  channels_last: bool, stop: StopRequest, reporter: Reporter, ema=None,
-                 group: Group | None = None) -> _EpochOutcome:
+                 group: Group | None = None, compile_clock: CompileClock | None = None) -> _EpochOutcome:
     """One pass over the training set; stops early (flags in the outcome) on a stop request or divergence.
 
     Under DDP (`group` with several ranks) every sync adds the counters and the stop flag over the
@@ -194,6 +205,8 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
     lr = _current_lr(optimizer)
     start = time.perf_counter()
     steps_total = len(loader)
+    clock = compile_clock or CompileClock(None, device)
+    clock.start_epoch()
 
     def sync() -> tuple[str | None, float, float]:
         """Read the device counters once; check for divergence since the last read."""
@@ -227,13 +240,15 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
                 # Ctrl-C in a terminal also reaches DataLoader workers; where they do not share our
                 # handler (spawn start method) they exit and the fetch fails. That is the stop we asked for.
                 if stop.requested:
-                    return _EpochOutcome(steps, images, float("nan"), float("nan"), time.perf_counter() - start,
+                    return _EpochOutcome(steps, images, float("nan"), float("nan"), time.perf_counter() - start, compile_seconds=clock.seconds,
+                                         compile_images=clock.images * group.world_size,
                                          stopped=True, lr=lr)
                 raise
             lr = _current_lr(optimizer)
-            loss, logits = train_step(model, x, y, criterion=criterion, optimizer=optimizer, precision=precision,
-                                      device=device, scaler=scaler, grad_clip=grad_clip,
-                                      channels_last=channels_last)
+            with clock.step(x):
+                loss, logits = train_step(model, x, y, criterion=criterion, optimizer=optimizer,
+                                          precision=precision, device=device, scaler=scaler, grad_clip=grad_clip,
+                                          channels_last=channels_last)
             if ema is not None:
                 ema.update(_unwrap(model))
             if sched_per_batch and scheduler is not None:
@@ -241,7 +256,7 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
             state.lr_history.append(lr)
             batch = int(y.shape[0])
             if state.first_loss is None and first_loss_t is None:
-                first_loss_t = loss.float()  # read at the next sync, not now
+                first_loss_t = loss.float().clone()  # read at the next sync; a CUDA graph reuses `loss`
             loss_sum += loss.to(acc_dtype) * batch
             correct += (logits.argmax(dim=1) == y).sum()
             images += batch
@@ -250,17 +265,21 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
             if steps % SYNC_EVERY == 0 and steps < steps_total:
                 problem, mean_loss, mean_acc = sync()
                 if problem:
-                    return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start,
+                    return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start, compile_seconds=clock.seconds,
+                                         compile_images=clock.images * group.world_size,
                                          diverged=problem, lr=lr)
                 bar.stats(loss=mean_loss, acc=mean_acc, lr=lr,
-                          ips=all_images / max(1e-9, time.perf_counter() - start))
+                          ips=(all_images - clock.images * group.world_size)
+                          / max(1e-9, time.perf_counter() - start - clock.seconds))
             if stop_agreed or (stop.requested and not group.enabled):
-                return _EpochOutcome(steps, images, float("nan"), float("nan"), time.perf_counter() - start,
+                return _EpochOutcome(steps, images, float("nan"), float("nan"), time.perf_counter() - start, compile_seconds=clock.seconds,
+                                         compile_images=clock.images * group.world_size,
                                      stopped=True, lr=lr)
     if steps == 0:
         raise ArchspecError("the training set is empty (check --limit-train and the dataset)")
     problem, mean_loss, mean_acc = sync()  # under DDP a stop voted here takes effect after the epoch
-    return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start, diverged=problem,
+    return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start, compile_seconds=clock.seconds,
+                                         compile_images=clock.images * group.world_size, diverged=problem,
                          lr=lr)
 
 
@@ -307,6 +326,7 @@ def _checkpoint_payload(*, model, optimizer, scheduler, sched_interval, scaler, 
         "train_seconds": state.train_seconds,
         "train_phase_seconds": state.train_phase_seconds,
         "images_seen": state.images_seen,
+        "compile_seconds": state.compile_seconds,
     }
 
 
@@ -321,6 +341,7 @@ def _state_from_checkpoint(ckpt: dict[str, Any]) -> _State:
         train_seconds=float(ckpt.get("train_seconds", 0.0)),
         train_phase_seconds=float(ckpt.get("train_phase_seconds", 0.0)),
         images_seen=int(ckpt.get("images_seen", 0)),
+        compile_seconds=float(ckpt.get("compile_seconds", 0.0)),
     )
 
 
@@ -365,6 +386,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     if not group.is_main:
         reporter = Reporter(Console(quiet=True), progress=False, quiet=True)
     precision = resolve_precision(getattr(recipe, "precision", "auto"), dev)
+    compile_mode = resolve_compile(getattr(recipe, "compile", "auto"), dev)
     configure_backends(dev)
     recipe_dict = ckpt_mod.plain(recipe.to_dict())
     fingerprint = ckpt_mod.spec_fingerprint(spec.resolved)
@@ -441,6 +463,10 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, model)
     model = distributed.wrap_model(model, group, dev)  # DDP with several ranks; after the optimizer's names
+    # The training steps run `train_model` (compiled, or `model` itself); evaluation and checkpoints use
+    # the plain module (`_unwrap`), so compiled and eager runs write the same files.
+    train_model = compile_model(model, compile_mode) if compile_mode else model
+    compile_clock = CompileClock(compile_mode, dev)
     scheduler, sched_interval = build_scheduler(recipe, optimizer, steps_per_epoch)
     criterion = build_loss(recipe, spec.num_classes or bundle.info.num_classes)
     if hasattr(criterion, "to"):
@@ -516,7 +542,8 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     reporter.header({"spec": spec.name, "recipe": recipe.name,
                      "data": f"{ds} ({bundle.num_train:,} train / {bundle.num_test:,} test)",
                      "device": f"{dev} {precision.name}" + (f" x {group.world_size} processes (DDP)"
-                                                            if group.enabled else ""),
+                                                            if group.enabled else "")
+                     + (f", torch.compile ({compile_mode})" if compile_mode else ""),
                      "params": f"{params:,}", "run": str(out)})
     status, message = STATUS_COMPLETED, ""
     started = time.time()
@@ -525,7 +552,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     def summary_of(status: str, message: str = "") -> dict[str, Any]:
         return _summary(status, message, state=state, spec=spec, recipe=recipe, ds=ds, dev=dev, precision=precision,
                         params=params, epochs=epochs, out=out, started=started,
-                        limits=(limit_train, limit_test)) | {"world_size": group.world_size}
+                        limits=(limit_train, limit_test), compile_mode=compile_mode) | {"world_size": group.world_size}
 
     # Signals only set a flag from here on (a second Ctrl-C aborts): the loop stops between batches
     # and the closing writes below are not cut short.
@@ -536,10 +563,11 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                     epoch_start = time.perf_counter()
                     bundle.train.set_epoch(epoch)
                     outcome = _train_epoch(
-                        model, bundle.train, epoch=epoch, epochs=epochs, state=state, criterion=criterion,
+                        train_model, bundle.train, epoch=epoch, epochs=epochs, state=state, criterion=criterion,
                         optimizer=optimizer, scheduler=scheduler, sched_per_batch=sched_interval == "batch",
                         precision=precision, device=dev, scaler=scaler, grad_clip=grad_clip,
-                        channels_last=channels_last, stop=stop, reporter=reporter, ema=ema, group=group)
+                        channels_last=channels_last, stop=stop, reporter=reporter, ema=ema, group=group,
+                        compile_clock=compile_clock)
                     if outcome.stopped or outcome.diverged:
                         del state.lr_history[len(state.lr_history) - outcome.steps:]  # the discarded steps
                         if outcome.stopped:
@@ -562,7 +590,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                     row = {"epoch": epoch, "train_loss": outcome.loss, "train_acc": outcome.acc,
                            "test_loss": test_loss, "test_acc": test_acc, "lr": outcome.lr,
                            "epoch_seconds": time.perf_counter() - epoch_start,
-                           "images_per_second": outcome.images / max(outcome.seconds, 1e-9)}
+                           "images_per_second": outcome.images_per_second}
                     improved = state.record(row, outcome)
                     save(state, best=improved)
                     if group.is_main:
@@ -610,7 +638,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
 
 
 def _summary(status: str, message: str, *, state: _State, spec, recipe, ds, dev, precision, params, epochs, out,
-             started, limits) -> dict[str, Any]:
+             started, limits, compile_mode=None) -> dict[str, Any]:
     last_eval = next((row for row in reversed(state.metrics) if row.get("test_acc") is not None), None)
     last = state.metrics[-1] if state.metrics else {}
     return {
@@ -632,6 +660,8 @@ def _summary(status: str, message: str, *, state: _State, spec, recipe, ds, dev,
         "train_seconds": state.train_seconds,
         "images_per_second": state.images_seen / state.train_phase_seconds if state.train_phase_seconds else 0.0,
         "images_seen": state.images_seen,
+        "compile": compile_mode or False,
+        "compile_seconds": state.compile_seconds,
         "device": str(dev),
         "precision": precision.name,
         "torch": str(torch.__version__),

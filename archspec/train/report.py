@@ -152,7 +152,8 @@ class Reporter:
             ("best test acc", best_text),
             ("final test acc", _pct(summary.get("final_test_acc"))),
             ("epochs", f"{summary.get('epochs')}/{summary.get('epochs_planned')}"),
-            ("total time", _secs(summary.get("train_seconds"))),
+            ("total time", _secs(summary.get("train_seconds"))
+             + (f" (compiling {_secs(summary['compile_seconds'])})" if summary.get("compile_seconds") else "")),
             ("params", f"{summary.get('params'):,}"),
             ("throughput", f"{summary.get('images_per_second') or 0:,.0f} img/s"),
             ("run dir", str(summary.get("run_dir"))),
