@@ -124,3 +124,30 @@ def test_compiled_run_matches_eager_and_reports_compile_time_apart(tmp_path):
     assert list(compiled_state) == list(eager_state)  # plain names: no "_orig_mod." prefix
     for name, value in eager_state.items():
         torch.testing.assert_close(compiled_state[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_compile_failure_is_a_one_line_error_with_the_eager_hint(tmp_path, monkeypatch):
+    from torch._dynamo.exc import BackendCompilerFailed  # noqa: F401 - the class torch raises
+
+    import archspec.train.loop as loop_mod
+
+    class Failing(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            from torch._dynamo.exc import InternalTorchDynamoError
+
+            raise InternalTorchDynamoError("cannot trace this\nlong dynamo trace ...")
+
+    monkeypatch.setattr(loop_mod, "compile_model", lambda model, mode: Failing(model))
+    spec = archspec.load_spec(_file(tmp_path, "s.yaml", SPEC))
+    recipe = load_recipe(str(_file(tmp_path, "r.yaml", RECIPE)), overrides=["compile=true"])
+    with pytest.raises(ArchspecError) as err:
+        train(spec, recipe, device="cpu", runs_root=tmp_path / "runs", limit_train=64, limit_test=32,
+              console=Console(file=io.StringIO()))
+    text = str(err.value)
+    assert "torch.compile (default) failed on this model: InternalTorchDynamoError: cannot trace this" in text
+    assert "\n" not in text and "long dynamo trace" not in text
+    assert err.value.hint == "train eagerly with --set compile=false"

@@ -59,6 +59,12 @@ def compile_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     return torch.compile(model, mode=mode)
 
 
+def is_compile_error(exc: BaseException) -> bool:
+    """True for the errors torch.compile raises when it cannot trace or build a model (dynamo's and
+    inductor's exception classes), told apart by module so that torch._dynamo need not be imported."""
+    return type(exc).__module__.split(".")[:2] in (["torch", "_dynamo"], ["torch", "_inductor"])
+
+
 def uses_cuda_graphs(mode: str | None) -> bool:
     """True for the modes whose compiled steps replay CUDA graphs (outputs live in reused buffers)."""
     return mode in ("reduce-overhead", "max-autotune")

@@ -33,7 +33,7 @@ from archspec.errors import ArchspecError
 from archspec.io import atomic_write_bytes, torch_save_bytes
 from archspec.train import checkpoint as ckpt_mod
 from archspec.train import distributed
-from archspec.train.compiling import CompileClock, compile_model, resolve_compile
+from archspec.train.compiling import CompileClock, compile_model, is_compile_error, resolve_compile
 from archspec.train.device import (
     Precision,
     configure_backends,
@@ -612,6 +612,12 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
             raise ArchspecError(f"out of GPU memory with batch size {recipe.batch_size}",
                                 hint=f"try a smaller --batch-size (e.g. {max(1, int(recipe.batch_size) // 2)}) "
                                      "or a smaller model") from None
+        except RuntimeError as exc:
+            if compile_mode is None or not is_compile_error(exc):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise ArchspecError(f"torch.compile ({compile_mode}) failed on this model: {type(exc).__name__}: {first}",
+                                hint="train eagerly with --set compile=false") from None
 
         summary = summary_of(status, message)
         if group.is_main:
