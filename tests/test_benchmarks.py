@@ -74,6 +74,9 @@ def test_reference_network_is_airbench94(ref):
     assert sum(p.numel() for p in net.parameters() if p.requires_grad) == ref.TRAINABLE_PARAMS == 1_971_352
     ours = archspec.build_model(archspec.load_spec(ROOT / "specs" / "airbench.yaml"))
     assert sorted(tuple(p.shape) for p in ours.parameters()) == sorted(tuple(p.shape) for p in net.parameters())
+    # The spec freezes the BatchNorm weights (`trainable: bias`); the recipe's whitening freezes the first conv.
+    ours_trainable = sum(p.numel() for p in ours.parameters() if p.requires_grad)
+    assert ours_trainable - ours.whiten.weight.numel() == ref.TRAINABLE_PARAMS
     # dirac init: the first `in` filters of each 3x3 conv are the identity
     w = net[2].conv2.weight
     assert torch.equal(w[:64, :, 1, 1], torch.eye(64)) and w[:64, :, 0, 0].abs().sum() == 0

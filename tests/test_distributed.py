@@ -65,7 +65,7 @@ def test_two_process_run_writes_one_coherent_run_dir_and_resumes(tmp_path):
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == sorted(
         ["best.pt", "curves.png", "last.pt", "lr.png", "metrics.csv", "metrics.jsonl", "recipe.yaml", "spec.yaml",
-         "summary.json"])
+         "steps.csv", "summary.json"])
     assert first.stdout.count("epoch 1/2") == 1 and first.stdout.count("summary:") == 1
     assert "x 2 processes (DDP)" in first.stdout
 

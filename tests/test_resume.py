@@ -121,6 +121,8 @@ def test_resume_ends_exactly_where_an_uninterrupted_run_does(tmp_path):
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     assert torch.equal(a["lr_history"], b["lr_history"])
+    assert torch.equal(a["step_losses"], b["step_losses"]) and a["step_losses"].numel() == a["lr_history"].numel()
+    assert (tmp_path / "straight" / "steps.csv").read_text() == (tmp_path / "pieces" / "steps.csv").read_text()
     assert a["scheduler"] == b["scheduler"]
     assert (a["best_epoch"], a["best_test_acc"]) == (b["best_epoch"], b["best_test_acc"])
 

@@ -232,3 +232,28 @@ def test_every_study_command_in_the_docs_is_valid(command, cli, monkeypatch):
                 node = node[part]
             assert str(node) == value or float(node) == float(value)
     assert isinstance(archspec.load_spec(ROOT / specs[0]).name, str)
+
+
+def test_band_is_per_step_when_every_run_has_steps_csv(tmp_path):
+    from archspec.experiments.figures import band_figure
+    from archspec.experiments.runs import Run
+    from archspec.train.rundir import write_steps
+
+    runs = []
+    for i, scale in enumerate((1.0, 2.0)):
+        path = tmp_path / f"run{i}"
+        path.mkdir()
+        write_steps(path, [0.1] * 6, [scale * (6 - k) for k in range(6)], steps_per_epoch=3)
+        runs.append(Run(path=path, metrics=[{"epoch": 1, "train_loss": 5.0 * scale}, {"epoch": 2, "train_loss": 2.0}]))
+    fig = band_figure({"net": runs})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["net (2 runs, per step)"]
+    low, high = ax.lines[0], ax.lines[1]
+    assert list(low.get_xdata()) == pytest.approx([k / 3 for k in range(1, 7)])  # steps on the epoch axis
+    assert list(low.get_ydata()) == [6, 5, 4, 3, 2, 1] and list(high.get_ydata()) == [12, 10, 8, 6, 4, 2]
+    assert ax.get_title() == "training loss per step: min-max band across the sweep"
+
+    (runs[1].path / "steps.csv").unlink()  # a run from before per-step losses: the group falls back
+    ax = band_figure({"net": runs}).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["net (2 runs, per epoch)"]
+    assert list(ax.lines[0].get_ydata()) == [5.0, 2.0] and list(ax.lines[1].get_ydata()) == [10.0, 2.0]

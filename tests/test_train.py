@@ -24,7 +24,7 @@ from archspec.recipes import load_recipe
 from archspec.train import checkpoint as ckpt_mod
 from archspec.train.evaluate import evaluate
 from archspec.train.loop import train
-from archspec.train.rundir import METRIC_FIELDS, new_run_dir, read_metrics_csv
+from archspec.train.rundir import METRIC_FIELDS, new_run_dir, read_metrics_csv, read_steps_csv
 
 TINY_SPEC = """
 name: tiny
@@ -76,8 +76,8 @@ def test_run_directory_has_every_file(tmp_path):
     run = result.run_dir
     assert result.status == "completed" and result.epochs_completed == 2
     assert run.parent == tmp_path / "runs" and run.name.startswith("tiny-tinyrecipe-")
-    for name in ("spec.yaml", "recipe.yaml", "metrics.csv", "metrics.jsonl", "summary.json", "curves.png",
-                 "lr.png", "last.pt", "best.pt"):
+    for name in ("spec.yaml", "recipe.yaml", "metrics.csv", "metrics.jsonl", "steps.csv", "summary.json",
+                 "curves.png", "lr.png", "last.pt", "best.pt"):
         assert (run / name).is_file(), name
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
 
@@ -112,6 +112,16 @@ def test_run_directory_has_every_file(tmp_path):
     assert last["epoch"] == 2 and last["spec_name"] == "tiny" and len(last["metrics"]) == 2
     assert {"model", "optimizer", "scheduler", "rng", "spec_fingerprint", "data_epoch"} <= set(last)
     assert last["lr_history"].numel() == 2 * 4  # 64 images / 16 per batch, two epochs
+
+    # steps.csv: one row per step; each epoch's batch losses average (all batches are 16) to its train_loss.
+    steps = read_steps_csv(run / "steps.csv")
+    assert [(r["step"], r["epoch"]) for r in steps] == [(i + 1, i // 4 + 1) for i in range(8)]
+    assert [r["lr"] for r in steps] == pytest.approx(last["lr_history"].tolist())
+    assert [r["loss"] for r in steps] == pytest.approx(last["step_losses"].tolist())
+    for row in rows:
+        losses = [r["loss"] for r in steps if r["epoch"] == row["epoch"]]
+        assert sum(losses) / len(losses) == pytest.approx(row["train_loss"], rel=1e-6)
+    assert len({r["loss"] for r in steps}) == 8  # really per step, not an epoch mean repeated
     best = torch.load(run / "best.pt", weights_only=True)
     assert best["epoch"] == summary["best_epoch"]
 

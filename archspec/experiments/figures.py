@@ -65,33 +65,43 @@ def overlay_figure(runs: Sequence[Run], labels: Sequence[str], *, title: str = "
     return fig
 
 
-def band_figure(groups: dict[str, Sequence[Run]], *, key: str = "train_loss", title: str = ""):
+def band_figure(groups: dict[str, Sequence[Run]], *, key: str = "train_loss", title: str = "",
+                per_step: bool = True):
     """Per group (one spec across the sweep grid), the band between the lowest and highest curve.
 
     This is the loss-landscape figure of the VGG-A with/without BatchNorm study: a narrow band
-    means training behaves similarly whatever the learning rate. At each epoch the band spans
-    the runs that reached it (a diverged run stops contributing where it stopped).
+    means training behaves similarly whatever the learning rate. With `per_step` and `key`
+    "train_loss", a group whose runs all have per-step losses (steps.csv) gets the band of the
+    mini-batch losses step by step, as the study drew it; otherwise the band of the per-epoch
+    values. At each point the band spans the runs that reached it (a diverged run stops
+    contributing where it stopped).
     """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 4.8), layout="constrained")
     ax = fig.subplots()
+    any_steps = False
     for i, (label, runs) in enumerate(groups.items()):
-        by_epoch: dict[int, list[float]] = {}
-        for run in runs:
-            for x, y in zip(*run.series(key), strict=True):
-                by_epoch.setdefault(x, []).append(y)
-        if not by_epoch:
+        step_curves = [run.step_series() for run in runs] if per_step and key == "train_loss" else []
+        use_steps = bool(step_curves) and all(xs for xs, _ in step_curves)
+        by_x: dict[float, list[float]] = {}
+        for xs_ys in step_curves if use_steps else (run.series(key) for run in runs):
+            for x, y in zip(*xs_ys, strict=True):
+                by_x.setdefault(x, []).append(y)
+        if not by_x:
             continue
-        xs = sorted(by_epoch)
-        low = [min(by_epoch[x]) for x in xs]
-        high = [max(by_epoch[x]) for x in xs]
+        any_steps |= use_steps
+        xs = sorted(by_x)
+        low = [min(by_x[x]) for x in xs]
+        high = [max(by_x[x]) for x in xs]
         colour = f"C{i % 10}"
-        ax.fill_between(xs, low, high, color=colour, alpha=0.3, label=f"{label} ({len(runs)} runs)")
-        ax.plot(xs, low, color=colour, linewidth=1, marker="o", markersize=3)
-        ax.plot(xs, high, color=colour, linewidth=1, marker="o", markersize=3)
-    ax.set(title=title or f"{key.replace('_', ' ')}: min-max band across the sweep", xlabel="epoch",
-           ylabel=key.replace("_", " "))
+        what = "per step" if use_steps else "per epoch"
+        ax.fill_between(xs, low, high, color=colour, alpha=0.3, label=f"{label} ({len(runs)} runs, {what})")
+        marker = {} if use_steps else {"marker": "o", "markersize": 3}
+        ax.plot(xs, low, color=colour, linewidth=0.6 if use_steps else 1, **marker)
+        ax.plot(xs, high, color=colour, linewidth=0.6 if use_steps else 1, **marker)
+    name = "training loss per step" if any_steps else key.replace("_", " ")
+    ax.set(title=title or f"{name}: min-max band across the sweep", xlabel="epoch", ylabel=name)
     ax.grid(True, alpha=0.3)
     ax.xaxis.get_major_locator().set_params(integer=True)
     if ax.collections:

@@ -70,6 +70,28 @@ class Run:
                 ys.append(float(value))
         return xs, ys
 
+    def step_series(self) -> tuple[list[float], list[float]]:
+        """(x, loss) per optimisation step from steps.csv, x in epochs (step / steps per epoch, so
+        step curves share the epoch axis); empty when the run has no steps.csv (runs made before
+        archspec recorded per-step losses) or an unreadable one."""
+        path = self.path / "steps.csv"
+        if not path.is_file():
+            return [], []
+        from archspec.train.rundir import read_steps_csv
+
+        try:
+            rows = read_steps_csv(path)
+        except (OSError, ValueError, KeyError, TypeError):
+            self.problems.append("steps.csv unreadable")
+            return [], []
+        per_epoch = max(1, sum(1 for row in rows if row["epoch"] == 1))
+        xs, ys = [], []
+        for row in rows:
+            if row["loss"] is not None and math.isfinite(row["loss"]):
+                xs.append(row["step"] / per_epoch)
+                ys.append(row["loss"])
+        return xs, ys
+
     def stats(self) -> dict[str, Any]:
         """The numbers a comparison shows, from summary.json, falling back to the metrics rows."""
         s = self.summary

@@ -281,7 +281,8 @@ def run(cells: list[Cell], out: Path, *, data: str | None = None, data_dir: str 
 
 
 def band(runs_by_spec: dict[str, list], path: str | Path, *, title: str = "") -> Path:
-    """sweep --band: the min-max band of the per-epoch training loss across the grid, one band per spec."""
+    """sweep --band: the min-max band of the training loss across the grid, one band per spec: per step
+    (steps.csv) when every run of the spec has per-step losses, else per epoch."""
     from archspec.experiments.figures import band_figure, figure_png, write_png
 
     if not any(run.metrics for runs in runs_by_spec.values() for run in runs):

@@ -50,6 +50,7 @@ from archspec.train.rundir import (
     remove_stale_temp_files,
     use_run_dir,
     write_metrics,
+    write_steps,
     write_summary,
     write_yaml,
 )
@@ -95,7 +96,8 @@ class _State:
     best_test_acc: float | None = None
     best_epoch: int | None = None
     first_loss: float | None = None
-    lr_history: list[float] = field(default_factory=list)
+    lr_history: list[float] = field(default_factory=list)  # one per completed step
+    step_losses: list[float] = field(default_factory=list)  # one per step of each completed epoch (steps.csv)
     train_seconds: float = 0.0  # wall time of completed epochs (train + eval)
     train_phase_seconds: float = 0.0  # training steps only, for throughput (compiling steps excluded)
     images_seen: int = 0  # images of the steps in train_phase_seconds
@@ -114,6 +116,7 @@ class _State:
         self.train_phase_seconds += outcome.seconds - outcome.compile_seconds
         self.images_seen += outcome.images - outcome.compile_images
         self.compile_seconds += outcome.compile_seconds
+        self.step_losses.extend(outcome.step_losses)
         return improved
 
 
@@ -129,6 +132,7 @@ class _EpochOutcome:
     lr: float = 0.0
     compile_seconds: float = 0.0  # of `seconds`, the steps that compiled
     compile_images: int = 0  # of `images`, those in the compiling steps (all ranks)
+    step_losses: list[float] = field(default_factory=list)  # each step's mini-batch loss (this rank's)
 
     @property
     def images_per_second(self) -> float:
@@ -207,6 +211,7 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
     steps_total = len(loader)
     clock = compile_clock or CompileClock(None, device)
     clock.start_epoch()
+    step_loss = torch.empty(max(1, steps_total), dtype=torch.float32, device=device)  # read once, at the end
 
     def sync() -> tuple[str | None, float, float]:
         """Read the device counters once; check for divergence since the last read."""
@@ -258,6 +263,7 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
             if state.first_loss is None and first_loss_t is None:
                 first_loss_t = loss.float().clone()  # read at the next sync; a CUDA graph reuses `loss`
             loss_sum += loss.to(acc_dtype) * batch
+            step_loss[steps] = loss
             correct += (logits.argmax(dim=1) == y).sum()
             images += batch
             steps += 1
@@ -280,7 +286,7 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
     problem, mean_loss, mean_acc = sync()  # under DDP a stop voted here takes effect after the epoch
     return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start, compile_seconds=clock.seconds,
                                          compile_images=clock.images * group.world_size, diverged=problem,
-                         lr=lr)
+                         lr=lr, step_losses=step_loss[:steps].tolist())
 
 
 def _diverged_message(epoch: int, outcome: _EpochOutcome, last_good: int, base_lr: float) -> str:
@@ -323,6 +329,7 @@ def _checkpoint_payload(*, model, optimizer, scheduler, sched_interval, scaler, 
         "best_epoch": state.best_epoch,
         "first_loss": state.first_loss,
         "lr_history": torch.tensor(state.lr_history, dtype=torch.float64),
+        "step_losses": torch.tensor(state.step_losses, dtype=torch.float32),
         "train_seconds": state.train_seconds,
         "train_phase_seconds": state.train_phase_seconds,
         "images_seen": state.images_seen,
@@ -342,6 +349,7 @@ def _state_from_checkpoint(ckpt: dict[str, Any]) -> _State:
         train_phase_seconds=float(ckpt.get("train_phase_seconds", 0.0)),
         images_seen=int(ckpt.get("images_seen", 0)),
         compile_seconds=float(ckpt.get("compile_seconds", 0.0)),
+        step_losses=[float(v) for v in ckpt["step_losses"].tolist()] if ckpt.get("step_losses") is not None else [],
     )
 
 
@@ -529,6 +537,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
             remove_stale_temp_files(out)
             write_yaml(out / "recipe.yaml", recipe_dict)
             write_metrics(out, state.metrics)  # drop any row written after the checkpoint (kill -9 window)
+            write_steps(out, state.lr_history, state.step_losses, steps_per_epoch)
         reporter.note(f"resuming {out} after epoch {state.epoch}/{epochs}", style="cyan", always=False)
     else:
         state = _State()
@@ -595,6 +604,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                     save(state, best=improved)
                     if group.is_main:
                         write_metrics(out, state.metrics)
+                        write_steps(out, state.lr_history, state.step_losses, steps_per_epoch)
                         write_summary(out, summary_of(STATUS_COMPLETED if epoch == epochs else "running"))
                         if time.monotonic() - last_plot >= PLOT_EVERY_SECONDS:
                             _write_plots(out, state, steps_per_epoch, title, reporter)
@@ -622,6 +632,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
         summary = summary_of(status, message)
         if group.is_main:
             write_metrics(out, state.metrics)
+            write_steps(out, state.lr_history, state.step_losses, steps_per_epoch)
             write_summary(out, summary)
             _write_plots(out, state, steps_per_epoch, title, reporter)
         group.barrier()  # no rank exits (torchrun would stop the others) before rank 0 has written

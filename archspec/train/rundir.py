@@ -116,6 +116,32 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(run_dir / "metrics.jsonl", "".join(line + "\n" for line in lines))
 
 
+STEP_FIELDS = ("step", "epoch", "loss", "lr")
+
+
+def write_steps(run_dir: Path, lr_history: list[float], losses: list[float], steps_per_epoch: int) -> None:
+    """Rewrite steps.csv: one row per optimisation step (step from 1, its epoch, the mini-batch's
+    training loss, the learning rate it used). Per-epoch means hide what a loss curve is read for
+    (spikes, the noise band of a learning-rate sweep), so the loop keeps every step's loss. Under
+    DDP the loss is rank 0's mini-batch. A run resumed from a checkpoint written before losses were
+    recorded leaves `loss` empty for its earlier steps."""
+    missing = len(lr_history) - len(losses)
+    buffer = io.StringIO()
+    buffer.write(",".join(STEP_FIELDS) + "\n")
+    for i, lr in enumerate(lr_history):
+        loss = losses[i - missing] if i >= missing else None
+        buffer.write(f"{i + 1},{i // max(1, steps_per_epoch) + 1},{'' if loss is None else repr(loss)},{lr!r}\n")
+    atomic_write_text(run_dir / "steps.csv", buffer.getvalue())
+
+
+def read_steps_csv(path: Path) -> list[dict[str, Any]]:
+    """Parse steps.csv back: step and epoch ints, loss and lr floats (loss None where not recorded)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [{"step": int(raw["step"]), "epoch": int(raw["epoch"]),
+                 "loss": float(raw["loss"]) if raw["loss"] else None, "lr": float(raw["lr"])}
+                for raw in csv.DictReader(handle)]
+
+
 def read_metrics_csv(path: Path) -> list[dict[str, Any]]:
     """Parse metrics.csv back into typed rows (epoch int, the rest float or None)."""
     with open(path, newline="", encoding="utf-8") as handle:
