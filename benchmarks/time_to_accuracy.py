@@ -43,9 +43,9 @@ compiling reference always gets a warm-up run, whose time (compilation included)
 For CPU smoke runs: `--epochs` (both sides; the reference otherwise trains its 9.9 epochs, archspec
 the recipe's 10), `--batch-size` (both sides; archspec's lr is scaled by batch/recipe batch so the
 per-example step stays airbench's, the reference's lr/wd are per 1024 examples already) and
-`--limit-train/--limit-test` (a class-balanced subset, the same on both sides). Note airbench drops
-the last partial batch (its loader's drop_last) and archspec does not, and the Lookahead/EMA averages
-only every 5 steps: give a smoke run at least 5 steps per side.
+`--limit-train/--limit-test` (a class-balanced subset, the same on both sides). Both sides drop each
+epoch's last partial batch (airbench's loader; the `fast` recipe's `drop_last: true`), and the
+Lookahead/EMA averages only every 5 steps: give a smoke run at least 5 steps per side.
 """
 
 from __future__ import annotations

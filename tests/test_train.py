@@ -405,3 +405,17 @@ def test_cli_exit_codes_for_divergence_and_bad_input(tmp_path, cli):
     assert not (tmp_path / "runs2").exists()  # refused before a run directory was made
     missing = cli("eval", spec, "--checkpoint", tmp_path / "nope.pt", "--device", "cpu")
     assert missing.exit_code == 2 and "checkpoint not found" in missing.output
+
+
+def test_drop_last_trains_only_full_batches_and_refuses_when_there_is_none(tmp_path):
+    result, _ = _run(tmp_path, overrides=["epochs=2", "drop_last=true"], limit_train=70)  # batch 16
+    assert result.status == "completed"
+    assert result.summary["images_seen"] == 2 * 64  # 4 full batches an epoch; the 6 left over are dropped
+    steps = read_steps_csv(result.run_dir / "steps.csv")
+    assert [(r["step"], r["epoch"]) for r in steps] == [(i + 1, i // 4 + 1) for i in range(8)]
+    kept, _ = _run(tmp_path, overrides=["epochs=1"], limit_train=70, runs_root=tmp_path / "kept")
+    assert kept.summary["images_seen"] == 70
+    with pytest.raises(ArchspecError) as err:
+        _run(tmp_path, overrides=["drop_last=true", "batch_size=128"], limit_train=70, runs_root=tmp_path / "none")
+    assert "no full training batch: 70 training images and batch size 128 with drop_last" in str(err.value)
+    assert "drop_last=false" in err.value.hint

@@ -55,6 +55,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "compile": "auto",
     "seed": 0,
     "eval_every": 1,
+    "drop_last": False,
     "init": "default",
     "grad_clip": None,
     "dataset": None,
@@ -279,6 +280,7 @@ class Recipe:
     compile: str | bool = "auto"  # auto | false | true | a torch.compile mode (archspec.train.compiling)
     seed: int = 0
     eval_every: int = 1
+    drop_last: bool = False  # drop each epoch's last partial training batch
     init: str = "default"
     grad_clip: float | None = None
     dataset: str | None = None
@@ -304,6 +306,7 @@ class Recipe:
             "compile": self.compile,
             "seed": self.seed,
             "eval_every": self.eval_every,
+            "drop_last": self.drop_last,
             "init": self.init,
             "grad_clip": self.grad_clip,
             "ema": self.ema.to_dict() if self.ema is not None else None,
@@ -396,6 +399,7 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
         compile=d["compile"],
         seed=int(d["seed"]),
         eval_every=int(d["eval_every"]),
+        drop_last=bool(d["drop_last"]),
         init=d["init"],
         grad_clip=float(d["grad_clip"]) if d["grad_clip"] is not None else None,
         dataset=d["dataset"],

@@ -63,7 +63,7 @@ PLOT_EVERY_SECONDS = 60.0  # redraw curves.png / lr.png during a run at most thi
 STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_DIVERGED = "completed", "interrupted", "diverged"
 # Recipe keys a resumed run may not change: their state (optimizer moments, scheduler position,
 # steps per epoch) comes from the checkpoint, so a new value would be silently ignored or break.
-RESUME_FROZEN_KEYS = ("optimizer", "schedule", "batch_size", "ema")
+RESUME_FROZEN_KEYS = ("optimizer", "schedule", "batch_size", "ema", "drop_last")
 
 
 @dataclass
@@ -452,9 +452,14 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
         augment=recipe.augment, normalize=recipe.normalize, data_dir=data_dir, limit_train=limit_train,
         limit_test=limit_test, device=str(dev), seed=int(recipe.seed),
         num_workers=workers if workers is not None else getattr(recipe, "workers", None),
-        rank=group.rank, world_size=group.world_size,
+        rank=group.rank, world_size=group.world_size, drop_last=bool(getattr(recipe, "drop_last", False)),
     )
     steps_per_epoch = len(bundle.train)
+    if steps_per_epoch == 0 and getattr(recipe, "drop_last", False):
+        raise ArchspecError(f"no full training batch: {bundle.num_train:,} training images"
+                            + (f" over {group.world_size} processes" if group.enabled else "")
+                            + f" and batch size {recipe.batch_size} with drop_last",
+                            hint="use a smaller --batch-size, more training images, or --set drop_last=false")
     whiten = getattr(recipe, "whiten", None)
     if whiten is not None:  # init: whiten (data-dependent; on resume the checkpoint has the weights)
         from archspec.init_whiten import first_conv, training_images, whiten_first_conv
