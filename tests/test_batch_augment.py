@@ -575,12 +575,13 @@ def test_flip_crop_pipeline_matches_the_per_sample_preset():
 
 
 def test_alternating_flip_pipeline_needs_indices():
-    augment = BatchAugment.from_spec("flip_crop", (1, 8, 8), alternating_flip=True)
-    assert augment.needs_indices and "AlternatingFlip" in repr(augment)
+    crop_flip = [{"RandomCrop": {"size": 8, "padding": 4}}, "AlternatingHorizontalFlip"]
+    augment = BatchAugment.from_spec(crop_flip, (1, 8, 8))
+    assert augment.needs_indices and "AlternatingHorizontalFlip" in repr(augment)
     x = random_uint8((16, 1, 8, 8), seed=42)
     with pytest.raises(ValueError, match="indices"):
         augment.pre_normalize(x, gen(0))
-    no_crop = BatchAugment.from_spec(["RandomHorizontalFlip"], (1, 8, 8), alternating_flip=True)
+    no_crop = BatchAugment.from_spec(["AlternatingHorizontalFlip"], (1, 8, 8))
     indices = torch.arange(16)
     assert torch.equal(no_crop.pre_normalize(x, gen(0), indices=indices, epoch=3), alternating_flip(x, indices, 3))
     assert not BatchAugment.from_spec("flip_crop", (1, 8, 8)).needs_indices

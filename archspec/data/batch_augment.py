@@ -617,7 +617,7 @@ def _plain_fill(value: Any) -> tuple[bool, Fill]:
     return False, None
 
 
-def _step_for(t: Any, height: int, width: int, alternating: bool, seed: int) -> BatchStep | None:
+def _step_for(t: Any, height: int, width: int, seed: int) -> BatchStep | None:
     """The batched equivalent of one v2 transform instance (its attributes are the parsed, validated
     arguments), or None when there is none."""
     from torchvision.transforms import v2
@@ -630,9 +630,6 @@ def _step_for(t: Any, height: int, width: int, alternating: bool, seed: int) -> 
                          lambda x, g, idx, ep: alternating_flip(x, idx, ep, seed=seed), needs_indices=True)
     if kind is v2.RandomHorizontalFlip:
         p = float(t.p)
-        if alternating and p == 0.5:
-            return BatchStep(f"AlternatingFlip(seed={seed})",
-                             lambda x, g, idx, ep: alternating_flip(x, idx, ep, seed=seed), needs_indices=True)
         return BatchStep(f"RandomHorizontalFlip(p={p})", lambda x, g, idx, ep: hflip(x, p, generator=g))
     if kind is v2.RandomVerticalFlip:
         p = float(t.p)
@@ -707,22 +704,20 @@ class BatchAugment:
         self.post = list(post)
 
     @classmethod
-    def from_spec(cls, augment: Any, input_shape: Sequence[int], *, alternating_flip: bool = False,
-                  seed: int = 0) -> BatchAugment | None:
+    def from_spec(cls, augment: Any, input_shape: Sequence[int], *, seed: int = 0) -> BatchAugment | None:
         """The batched pipeline for a recipe's `augment:` (preset name or explicit list), or None when a
         step has no batched equivalent (a transform not mapped here, bicubic interpolation, expand=True,
         per-type fill dicts, a crop whose size is not the input size). Spec errors (unknown names, bad
         arguments) raise ArchspecError exactly as the per-sample path does, since the same parser reads
         the spec. An `AlternatingHorizontalFlip` step (airbench's alternating flip, hashed with `seed`)
-        makes the call need `indices` and `epoch`; `alternating_flip=True` also swaps every
-        RandomHorizontalFlip(p=0.5) for it."""
+        makes the call need `indices` and `epoch`."""
         from archspec.data.augment import augment_steps
 
         pre, post = augment_steps(augment, input_shape)
         height, width = int(input_shape[1]), int(input_shape[2])
         stages = []
         for transforms in (pre, post):
-            steps = [_step_for(t, height, width, alternating_flip, seed) for t in transforms]
+            steps = [_step_for(t, height, width, seed) for t in transforms]
             if any(s is None for s in steps):
                 return None
             stages.append(steps)

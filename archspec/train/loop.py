@@ -245,8 +245,7 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
                 # Ctrl-C in a terminal also reaches DataLoader workers; where they do not share our
                 # handler (spawn start method) they exit and the fetch fails. That is the stop we asked for.
                 if stop.requested:
-                    return _EpochOutcome(steps, images, float("nan"), float("nan"), time.perf_counter() - start, compile_seconds=clock.seconds,
-                                         compile_images=clock.images * group.world_size,
+                    return _EpochOutcome(steps, images, float("nan"), float("nan"), time.perf_counter() - start,
                                          stopped=True, lr=lr)
                 raise
             lr = _current_lr(optimizer)
@@ -271,22 +270,21 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
             if steps % SYNC_EVERY == 0 and steps < steps_total:
                 problem, mean_loss, mean_acc = sync()
                 if problem:
-                    return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start, compile_seconds=clock.seconds,
-                                         compile_images=clock.images * group.world_size,
+                    return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start,
                                          diverged=problem, lr=lr)
                 bar.stats(loss=mean_loss, acc=mean_acc, lr=lr,
                           ips=(all_images - clock.images * group.world_size)
                           / max(1e-9, time.perf_counter() - start - clock.seconds))
             if stop_agreed or (stop.requested and not group.enabled):
-                return _EpochOutcome(steps, images, float("nan"), float("nan"), time.perf_counter() - start, compile_seconds=clock.seconds,
-                                         compile_images=clock.images * group.world_size,
+                return _EpochOutcome(steps, images, float("nan"), float("nan"), time.perf_counter() - start,
                                      stopped=True, lr=lr)
     if steps == 0:
         raise ArchspecError("the training set is empty (check --limit-train and the dataset)")
     problem, mean_loss, mean_acc = sync()  # under DDP a stop voted here takes effect after the epoch
-    return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start, compile_seconds=clock.seconds,
-                                         compile_images=clock.images * group.world_size, diverged=problem,
-                         lr=lr, step_losses=step_loss[:steps].tolist())
+    # Only a completed epoch is recorded, so only it carries the compile timing and the step losses.
+    return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start, diverged=problem,
+                         lr=lr, compile_seconds=clock.seconds, compile_images=clock.images * group.world_size,
+                         step_losses=step_loss[:steps].tolist())
 
 
 def _diverged_message(epoch: int, outcome: _EpochOutcome, last_good: int, base_lr: float) -> str:
