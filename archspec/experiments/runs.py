@@ -5,25 +5,28 @@ cut short). Comparing experiments is exactly when such runs turn up, so a run th
 files is still loaded and shown, with its problems listed, rather than aborting the whole command.
 Only a path that is not a run directory at all (and holds none) is an error.
 
-No torch import: everything here is JSON, CSV and YAML.
+No torch import: everything here is JSON, CSV and YAML. Every file is read with a size cap and YAML
+through the bounded loader (archspec/spec/yamlload.py): a run directory is user input too, and a
+damaged or hostile file must become a listed problem, never a hang or a traceback.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from archspec.errors import ArchspecError
+from archspec.spec.yamlload import load_yaml, read_text_capped
 
 # Any one of these marks a directory as a run directory (a run killed early may have only some).
 RUN_FILES = ("summary.json", "metrics.jsonl", "metrics.csv", "spec.yaml", "recipe.yaml", "last.pt", "best.pt")
 # What a finished run always has; a missing one is listed as a problem.
 EXPECTED_FILES = ("summary.json", "spec.yaml", "recipe.yaml", "metrics.csv")
+MAX_METRICS_BYTES = 64_000_000  # metrics and steps files (a long run writes a few MB)
 
 
 @dataclass
@@ -80,8 +83,9 @@ class Run:
         from archspec.train.rundir import read_steps_csv
 
         try:
+            _check_size(path)
             rows = read_steps_csv(path)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, csv.Error):
             self.problems.append("steps.csv unreadable")
             return [], []
         per_epoch = max(1, sum(1 for row in rows if row["epoch"] == 1))
@@ -132,8 +136,8 @@ def _read_yaml(path: Path, run: Run) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data, _ = load_yaml(path)
+    except ArchspecError:
         run.problems.append(f"{path.name} unreadable")
         return None
     if not isinstance(data, dict):
@@ -147,10 +151,11 @@ def _read_metrics(path: Path, run: Run) -> list[dict[str, Any]]:
     jsonl = path / "metrics.jsonl"
     if jsonl.is_file():
         try:
-            rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+            text = read_text_capped(jsonl, max_bytes=MAX_METRICS_BYTES)
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
             if all(isinstance(r, dict) for r in rows):
                 return rows
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (ArchspecError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
             pass
         run.problems.append("metrics.jsonl unreadable")
     csv_path = path / "metrics.csv"
@@ -158,10 +163,30 @@ def _read_metrics(path: Path, run: Run) -> list[dict[str, Any]]:
         from archspec.train.rundir import read_metrics_csv
 
         try:
+            _check_size(csv_path)
             return read_metrics_csv(csv_path)
-        except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, csv.Error):
             run.problems.append("metrics.csv unreadable")
     return []
+
+
+def _check_size(path: Path) -> None:
+    """A regular file's size is reliable (special files are not `is_file()`): refuse huge ones
+    before a reader that has no cap of its own loads them."""
+    if path.stat().st_size > MAX_METRICS_BYTES:
+        raise ValueError(f"{path.name} is larger than {MAX_METRICS_BYTES:,} bytes")
+
+
+def _read_json(path: Path, run: Run) -> dict[str, Any]:
+    try:
+        data = json.loads(read_text_capped(path))
+    except (ArchspecError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
+        run.problems.append(f"{path.name} unreadable")
+        return {}
+    if not isinstance(data, dict):
+        run.problems.append(f"{path.name} is not an object")
+        return {}
+    return data
 
 
 def load_run(path: str | Path) -> Run:
@@ -172,14 +197,7 @@ def load_run(path: str | Path) -> Run:
     run = Run(path=path)
     summary_path = path / "summary.json"
     if summary_path.is_file():
-        try:
-            data = json.loads(summary_path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                run.summary = data
-            else:
-                run.problems.append("summary.json is not an object")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            run.problems.append("summary.json unreadable")
+        run.summary = _read_json(summary_path, run)
     run.recipe = _read_yaml(path / "recipe.yaml", run)
     run.spec = _read_yaml(path / "spec.yaml", run)
     run.metrics = _read_metrics(path, run)

@@ -190,22 +190,21 @@ def cell_state(cell: Cell) -> str:
     run_dir = cell.run_dir
     if not run_dir.is_dir():
         return "new"
-    import yaml
-
+    from archspec.spec.yamlload import load_yaml, read_text_capped
     from archspec.train.checkpoint import plain, spec_fingerprint
 
     summary: dict[str, Any] = {}
     try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        summary = json.loads(read_text_capped(run_dir / "summary.json"))
+    except (ArchspecError, ValueError, RecursionError):
         pass
     if not (run_dir / "last.pt").is_file():
         return "partial" if any(run_dir.iterdir()) else "new"
     if isinstance(summary, dict) and summary.get("status") in DONE:
         try:
-            stored_recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-            stored_spec = yaml.safe_load((run_dir / "spec.yaml").read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+            stored_recipe, _ = load_yaml(run_dir / "recipe.yaml")
+            stored_spec, _ = load_yaml(run_dir / "spec.yaml")
+        except ArchspecError:
             stored_recipe = stored_spec = None
         wanted = _normal(plain(cell.recipe.to_dict()))
         if not isinstance(stored_recipe, dict) or _normal(stored_recipe) != wanted:

@@ -1,9 +1,12 @@
 """Safe YAML loading that remembers where every value came from.
 
 Why not `yaml.safe_load`: errors must point at ``file:line:col`` of the offending key, duplicate
-keys must be errors (PyYAML silently keeps the last one), and alias expansion must be bounded so a
-"billion laughs" file fails fast instead of eating memory. We compose the node graph with PyYAML's
-safe loader and build plain Python objects ourselves, recording a position for each key path.
+keys must be errors (PyYAML silently keeps the last one), and every input must be bounded so a
+hostile file fails fast with one line instead of eating memory or the stack: at most MAX_BYTES are
+read (whatever `stat` says), nesting stops at MAX_DEPTH levels and alias expansion at MAX_NODES
+values. We compose the node graph with PyYAML's safe loader and build plain Python objects
+ourselves, recording a position for each key path. Every YAML file archspec reads (specs, recipes,
+`--set` values, run directories) goes through `load_yaml`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from archspec.errors import ArchspecError
 Positions = dict[tuple, tuple[int, int]]
 
 MAX_NODES = 200_000  # values built, aliases expanded: a bound on "billion laughs" files
-MAX_DEPTH = 64  # nesting depth
+# Lists and mappings inside each other. Generous enough for the spec language's own limit of 32
+# nested layers (each level costs up to 4 YAML levels: `parallel: {paths: [[...]]}`), small enough
+# that PyYAML's recursive composer never nears Python's recursion limit.
+MAX_DEPTH = 160
 MAX_BYTES = 5_000_000
 
 _SAFE_TAGS = {
@@ -32,6 +38,32 @@ _SAFE_TAGS = {
 }
 
 
+def read_text_capped(path: str | Path, *, file: str | None = None, max_bytes: int = MAX_BYTES) -> str:
+    """A file's UTF-8 text, read with a hard cap on the bytes read.
+
+    Why not trust `stat`: /dev/zero, /dev/urandom, pipes and /proc files report size 0, so a size
+    check before reading lets them through and `read()` then never ends. Reading at most
+    `max_bytes + 1` bytes is the only bound that holds for every kind of file.
+    """
+    file = file or str(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise ArchspecError("file not found", file=file) from None
+    except IsADirectoryError:
+        raise ArchspecError("is a directory, expected a file", file=file) from None
+    except OSError as e:
+        raise ArchspecError(f"cannot read file ({e.strerror or e})", file=file) from None
+    if len(raw) > max_bytes:
+        raise ArchspecError(f"file is larger than {max_bytes / 1_000_000:g} MB", file=file)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = _line_col(raw[: e.start].decode("utf-8", "replace"), e.start)
+        raise ArchspecError(f"not UTF-8 text ({e.reason})", file=file, line=line, col=col) from None
+
+
 def load_yaml(source: str | Path, *, file: str | None = None, text: str | None = None) -> tuple[Any, Positions]:
     """Load YAML from a path (or `text`), returning (data, positions).
 
@@ -39,24 +71,58 @@ def load_yaml(source: str | Path, *, file: str | None = None, text: str | None =
     `positions[("layers", 3, "conv", "out", "<key>")]` is where the key itself is written.
     """
     if text is None:
-        path = Path(source)
         file = file or str(source)
-        try:
-            if path.stat().st_size > MAX_BYTES:
-                raise ArchspecError(f"file is larger than {MAX_BYTES // 1_000_000} MB", file=file)
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ArchspecError("file not found", file=file) from None
-        except IsADirectoryError:
-            raise ArchspecError("is a directory, expected a YAML file", file=file) from None
-        except UnicodeDecodeError as e:
-            raise ArchspecError(f"not UTF-8 text ({e.reason})", file=file) from None
-        except OSError as e:
-            raise ArchspecError(f"cannot read file ({e.strerror})", file=file) from None
+        text = read_text_capped(source, file=file)
     file = file or "<string>"
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_BYTES:
+        raise ArchspecError(f"text is longer than {MAX_BYTES:,} characters", file=file)
+    node, loader = _compose(text, file)
+    if node is None:
+        raise ArchspecError("file is empty", file=file, line=1, col=1)
+    builder = _Builder(loader, file, text)
+    data = builder.build(node, (), 0)
+    return data, builder.positions
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark) -> None:
+        super().__init__()
+        self.mark = mark
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but composing refuses to nest deeper than MAX_DEPTH.
+
+    PyYAML's composer recurses once per nesting level, so `[[[[...]]]]` 500 deep would end in a
+    RecursionError; counting levels here turns that into a located error long before.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self._depth >= MAX_DEPTH:
+            raise _TooDeep(self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _compose(text: str, file: str):
+    """(root node or None, the loader that built it): syntax and reader errors become located errors."""
+    loader = None
     try:
-        node = loader.get_single_node()
+        loader = _DepthLimitedLoader(text)  # checks every character first (a NUL byte is refused here)
+        return loader.get_single_node(), loader
+    except _TooDeep as e:
+        raise ArchspecError(f"lists and mappings nested deeper than {MAX_DEPTH} levels", file=file,
+                            line=e.mark.line + 1, col=e.mark.column + 1) from None
+    except yaml.reader.ReaderError as e:
+        line, col = _line_col(text, e.position)
+        what = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        raise ArchspecError(f"character {what} is not allowed in YAML (control characters must be escaped "
+                            "inside double quotes)", file=file, line=line, col=col) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         what = (e.problem or e.context or "invalid YAML").strip()
@@ -68,14 +134,16 @@ def load_yaml(source: str | Path, *, file: str | None = None, text: str | None =
             hint=_caret(text, mark),
         ) from None
     except yaml.YAMLError as e:
-        raise ArchspecError(f"YAML error: {e}", file=file) from None
+        raise ArchspecError(f"YAML error: {' '.join(str(e).split())}", file=file) from None
     finally:
-        loader.dispose()
-    if node is None:
-        raise ArchspecError("file is empty", file=file, line=1, col=1)
-    builder = _Builder(loader, file, text)
-    data = builder.build(node, (), 0)
-    return data, builder.positions
+        if loader is not None:
+            loader.dispose()
+
+
+def _line_col(text: str, position: int) -> tuple[int, int]:
+    """1-based (line, column) of a character offset."""
+    before = text[:position]
+    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
 
 
 def locate(positions: Positions, path: tuple) -> tuple[int | None, int | None]:
@@ -89,14 +157,16 @@ def locate(positions: Positions, path: tuple) -> tuple[int | None, int | None]:
         path = path[:-1]
 
 
-def _caret(text: str, mark) -> str | None:
+def _caret(text: str, mark, width: int = 100) -> str | None:
+    """The offending source line with a caret under the column (a window of it, for long lines)."""
     if mark is None:
         return None
     lines = text.splitlines()
     if not 0 <= mark.line < len(lines):
         return None
-    line = lines[mark.line]
-    return f"  {line}\n  {' ' * mark.column}^"
+    line, col = lines[mark.line], mark.column
+    start = max(0, min(col - width // 2, len(line) - width))
+    return f"  {line[start:start + width]}\n  {' ' * (col - start)}^"
 
 
 class _Builder:
@@ -117,8 +187,8 @@ class _Builder:
             raise self._error(
                 f"document expands to more than {MAX_NODES:,} values (alias/anchor bomb?)", node
             )
-        if depth > MAX_DEPTH:
-            raise self._error(f"nesting deeper than {MAX_DEPTH} levels (recursive alias?)", node)
+        if depth >= MAX_DEPTH:  # only aliases get here: the composer already limits written nesting
+            raise self._error(f"nesting deeper than {MAX_DEPTH} levels through aliases (recursive alias?)", node)
         if node.tag not in _SAFE_TAGS:
             raise self._error(f"tag {node.tag!r} is not allowed (only plain YAML data)", node)
         self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
