@@ -17,9 +17,12 @@ from typing import Any, ClassVar
 
 Shape = tuple[int, ...]
 
-INT = {"type": "integer"}
-POS_INT = {"type": "integer", "minimum": 1}
-NONNEG_INT = {"type": "integer", "minimum": 0}
+# Every integer option is bounded: sizes past a million are typos or attacks, and unbounded ones
+# would reach torch's C++ as overflowing sizes (docs/spec-language.md#limits).
+MAX_INT_OPTION = 1_000_000
+INT = {"type": "integer", "minimum": -MAX_INT_OPTION, "maximum": MAX_INT_OPTION}
+POS_INT = {"type": "integer", "minimum": 1, "maximum": MAX_INT_OPTION}
+NONNEG_INT = {"type": "integer", "minimum": 0, "maximum": MAX_INT_OPTION}
 BOOL = {"type": "boolean"}
 
 # Options every kind accepts.

@@ -8,6 +8,7 @@ Pipeline: YAML (with positions) -> `extends` merge -> top-level schema -> vars -
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,20 @@ from typing import Any
 from archspec.data.info import DATASETS, dataset_info
 from archspec.errors import ArchspecError, did_you_mean
 from archspec.layers import REGISTRY, LayerKind, Shape, ShapeError, fmt_shape
+from archspec.layers.base import prod
 from archspec.spec.expr import NAME_RE, ExprError, evaluate_string, is_expression
 from archspec.spec.schema import TOP_LEVEL
 from archspec.spec.schema_check import dotted, message_for
 from archspec.spec.yamlload import Positions, load_yaml, locate
 
+# Limits (docs/spec-language.md#limits). Each is checked before the work it bounds is done, so a
+# hostile spec fails in milliseconds with one line instead of exhausting memory or the stack.
 MAX_LAYERS = 20_000  # after expansion
 MAX_NESTING = 32  # blocks within blocks, composites within composites
 MAX_EXTENDS = 16
+MAX_VALUES = 1_000_000_000  # values in any layer's output (or the input), per sample
+MAX_LAYER_MACS = 10**15  # multiply-accumulates of one layer, per sample (this also bounds its parameters)
+_EXACT_INT = 2**53  # floats above this are not exact integers: `conv: 1.0e+30` stays a float and is refused
 
 
 @dataclass
@@ -215,6 +222,11 @@ class _Expander:
                                  f'unknown layer kind "{kind}"{did_you_mean(kind, choices)}')
         return [self.layer(kind, value, vwhere, f"{label}.{kind}", scope, stack, depth)]
 
+    def _reserve(self, layers: int, where: tuple, what: str) -> None:
+        """Refuse, before expanding, what would take the spec past MAX_LAYERS layers."""
+        if self.count + layers > MAX_LAYERS:
+            raise self.doc.error(where, f"{what} would make more than {MAX_LAYERS:,} layers after expansion")
+
     def value(self, raw: Any, where: tuple, scope: dict, numeric: bool = False) -> Any:
         """Substitute $name / ${expr} (and bare var names where a number is expected)."""
         try:
@@ -230,10 +242,12 @@ class _Expander:
         if not isinstance(value, dict) or set(value) - {"times", "layers"} or "layers" not in value:
             raise self.doc.error(where, "repeat needs {times: N, layers: [...]}")
         times = self.value(value.get("times", 1), where + ("times",), scope, numeric=True)
-        if isinstance(times, float) and times.is_integer():
+        if isinstance(times, float) and times.is_integer() and abs(times) < _EXACT_INT:
             times = int(times)
         if not isinstance(times, int) or isinstance(times, bool) or times < 1:
             raise self.doc.error(where + ("times",), f"times must be a positive integer, got {times!r}")
+        per_copy = len(value["layers"]) if isinstance(value["layers"], list) else 1
+        self._reserve(times * per_copy, where + ("times",), f"repeat times {times:,}")
         children: list[Node] = []
         for i in range(times):
             inner = {**scope, "i": i}
@@ -307,7 +321,9 @@ class _Expander:
                 opts[k] = [self.value(x, owhere + (j,), scope, numeric) for j, x in enumerate(v)]
             else:
                 opts[k] = self.value(v, owhere, scope, numeric)
-            if numeric and isinstance(opts[k], float) and opts[k].is_integer() and _is_int(schema):
+            _check_finite(opts[k], owhere, self.doc)
+            if (numeric and isinstance(opts[k], float) and opts[k].is_integer() and abs(opts[k]) < _EXACT_INT
+                    and _is_int(schema)):
                 opts[k] = int(opts[k])
         full = {**impl.defaults(), **opts}
         self._validate(impl, full, raw, value, where)
@@ -321,6 +337,7 @@ class _Expander:
                 lists = impl.child_lists(full)
             except ShapeError as e:
                 raise self.doc.error(where, str(e)) from None
+            self._reserve(len(lists), where, f"{len(lists):,} paths")
             node.children = [self.expand(lst, where + sub, f"{label}.{'.'.join(map(str, sub))}", scope, stack,
                                          depth + 1) for sub, lst in lists]
         return node
@@ -338,6 +355,14 @@ class _Expander:
         at = where + path if path and path[0] in raw and isinstance(value, dict) else where
         file, line, col = self.doc.where(at)
         raise ArchspecError(message, file=file, line=line, col=col, path=dotted(where + path[:1]))
+
+
+def _check_finite(value: Any, where: tuple, doc: _Doc) -> None:
+    """NaN and infinity pass JSON Schema's minimum/maximum checks (every comparison is false), so
+    they are refused here, before any layer sees them."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise doc.error(where, f"must be a finite number, got {item}")
 
 
 def _is_numeric(schema: dict) -> bool:
@@ -400,7 +425,17 @@ def infer_shapes(nodes: list[Node], shape: Shape) -> Shape:
         except ShapeError as e:
             raise node.error(f"{e} (input {fmt_shape(node.in_shape)})") from None
         node.out_shape = tuple(shape)
+        _check_size(node)
     return tuple(shape)
+
+
+def _check_size(node: Node) -> None:
+    """Refuse a layer too large to build: torch would fail deep in C++ (or overflow a count)."""
+    if prod(node.out_shape) > MAX_VALUES:
+        raise node.error(f"output {fmt_shape(node.out_shape)} has more than {MAX_VALUES:,} values per sample")
+    if not node.impl.composite and node.impl.macs(node.options, node.in_shape, node.out_shape) > MAX_LAYER_MACS:
+        raise node.error(f"more than {MAX_LAYER_MACS:.0e} multiply-accumulates per sample (input "
+                         f"{fmt_shape(node.in_shape)}); this layer is too large to build")
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,6 +488,8 @@ def load_spec(path: str | Path, *, dataset: str | None = None, allow_import: boo
     for i, s in enumerate(input_shape):
         if not isinstance(s, int) or isinstance(s, bool) or s < 1:
             raise doc.error(("input", i), f"input sizes must be positive integers, got {s!r}")
+    if prod(input_shape) > MAX_VALUES:
+        raise doc.error(("input",), f"input {fmt_shape(input_shape)} has more than {MAX_VALUES:,} values per sample")
     if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool) or classes < 1):
         raise doc.error(("classes",), f"classes must be a positive integer, got {classes!r}")
     if classes is not None:
@@ -469,6 +506,7 @@ def load_spec(path: str | Path, *, dataset: str | None = None, allow_import: boo
                             f"{did_you_mean(value, scope)}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise doc.error(("vars", name), f"vars must be numbers, got {value!r}")
+        _check_finite(value, ("vars", name), doc)
         scope[name] = value
 
     layers = expander.expand(data["layers"], ("layers",), "layers", scope, (), 0)

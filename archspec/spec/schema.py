@@ -23,7 +23,7 @@ TOP_LEVEL = {
         "dataset": {"type": "string", "description": "cifar10, mnist, ...: implies input and classes"},
         "input": {"type": "array", "minItems": 1, "maxItems": 3, "items": NUMBER_OR_EXPR,
                   "description": "[C, H, W] (or [features])"},
-        "classes": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]},
+        "classes": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 1_000_000}, {"type": "string"}]},
         "recipe": {"type": "string", "description": "default recipe for `archspec train`"},
         "extends": {"type": "string", "description": "a spec file (relative to this one) to start from"},
         "vars": {"type": "object", "additionalProperties": {"anyOf": [{"type": "number"}, {"type": "string"}]},
