@@ -25,6 +25,12 @@ from archspec.train.distributed import (
     torchrun_worker,
 )
 
+# Bounds of numeric options, checked by the option parser (recipe files and --set meet the same
+# ones in archspec/recipes/schema.json).
+MAX_SEED = 2**63 - 1
+MAX_WORKERS = 256
+MAX_BATCH = 1_000_000
+
 app = typer.Typer(
     name="archspec",
     help="Declarative image-classifier specs: count parameters, train, compare.\n\n"
@@ -81,7 +87,8 @@ def count(
     spec: SpecArg,
     data: DataOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
-    depth: Annotated[int | None, typer.Option(help="show nested layers down to this depth (1 = top level)")] = None,
+    depth: Annotated[int | None, typer.Option(help="show nested layers down to this depth (1 = top level)", min=1)]
+    = None,
     allow_import: AllowImportOpt = False,
 ) -> None:
     """Print the per-layer table and exact parameter count (no weights are allocated).
@@ -171,14 +178,16 @@ TRAIN_EXIT_CODES = {"completed": 0, "interrupted": 130, "diverged": 3}
 
 def _run_spec(path: Path | None) -> dict | None:
     """The resolved spec a run directory (or a checkpoint inside one) saved as spec.yaml, if any."""
-    import yaml
+    from archspec.spec.yamlload import load_yaml
 
     if path is None:
         return None
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    if not (folder / "spec.yaml").is_file():
+        return None
     try:
-        saved = yaml.safe_load((folder / "spec.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        saved, _ = load_yaml(folder / "spec.yaml")
+    except ArchspecError:
         return None
     return saved if isinstance(saved, dict) else None
 
@@ -228,13 +237,14 @@ def train(
     = None,
     limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
-    seed: Annotated[int | None, typer.Option(help="random seed (same as --set seed=N)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (same as --set seed=N)", min=0, max=MAX_SEED)] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="parent of new run directories")] = Path("runs"),
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="exact run directory (default: "
                                                  "RUNS_DIR/<spec>-<recipe>-<time>)")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="continue the run in this directory "
                                                 "from its last.pt")] = None,
-    workers: Annotated[int | None, typer.Option(help="data-loading worker processes", min=0)] = None,
+    workers: Annotated[int | None, typer.Option(help="data-loading worker processes", min=0, max=MAX_WORKERS)]
+    = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or per-epoch rows")] = False,
     allow_import: AllowImportOpt = False,
     devices: Annotated[int | None, typer.Option("--devices", help="train on N processes/GPUs with torchrun + "
@@ -285,7 +295,8 @@ def eval_(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
     limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="evaluation batch size", min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="evaluation batch size", min=1,
+                                                   max=MAX_BATCH)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
     allow_import: AllowImportOpt = False,
 ) -> None:

@@ -47,6 +47,8 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
+MAX_CURVE_STEPS = 1_000_000  # lr_curve runs the real scheduler once per step: bounded so a plot cannot hang
+
 INIT_SCHEMES = ("default", "xavier_uniform", "kaiming_normal", "whiten")
 _INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -282,11 +284,14 @@ def lr_curve(recipe: Recipe, steps_per_epoch: int = 1) -> list[float]:
     Uses the real optimizer class and scheduler objects on a dummy parameter, so what you plot is
     what training does. For per-epoch schedules each epoch's value repeats `steps_per_epoch` times.
     """
+    total = recipe.epochs * steps_per_epoch
+    if total > MAX_CURVE_STEPS:
+        raise ArchspecError(f"{recipe.epochs:,} epochs x {steps_per_epoch:,} steps per epoch is more than "
+                            f"{MAX_CURVE_STEPS:,} steps to trace; use fewer steps per epoch")
     cfg = recipe.optimizer
     dummy = nn.Parameter(torch.zeros(1))
     optimizer = OPTIMIZERS[cfg.name]([dummy], lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.torch_kwargs())
     scheduler, interval = build_scheduler(recipe, optimizer, steps_per_epoch)
-    total = recipe.epochs * steps_per_epoch
     lrs: list[float] = []
     for i in range(total):
         lrs.append(float(optimizer.param_groups[0]["lr"]))

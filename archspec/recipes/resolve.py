@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -101,6 +102,7 @@ def load_recipe(
 
     _expand_shorthands(data)
     _coerce_numbers(data)
+    _check_finite(data, (), origins)
     _validate_schema(data, origins)
     _check_semantics(data, origins)
     return recipe_from(data, name=data["name"], source=source)
@@ -250,6 +252,19 @@ def _coerce_numbers(value: Any, key: str | None = None) -> Any:
     if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
         return float(value)
     return value
+
+
+def _check_finite(value: Any, path: tuple, origins: _Origins) -> None:
+    """Refuse NaN and infinity anywhere (`--lr nan`, `lr: .inf`): they pass JSON Schema's range
+    checks (every comparison with NaN is false) and would only fail later, deep inside torch."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, (*path, k), origins)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, (*path, i), origins)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise origins.error(f"must be a finite number, got {value}", path)
 
 
 # --- overrides -------------------------------------------------------------------------------
