@@ -24,6 +24,7 @@ import dataclasses
 import gzip
 import http.client
 import io
+import math
 import os
 import pickle
 import shutil
@@ -177,6 +178,9 @@ def load_dataset(
     if key == "svhn":
         _require_scipy()
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if root.exists() and not root.is_dir():
+        raise ArchspecError("the data directory is a file; give a folder (it holds one folder per dataset)",
+                            file=str(root))
     _ensure_local(key, split, root, download)
     folder = root / LAYOUTS[key].folder
     if key in ("cifar10", "cifar100"):
@@ -317,32 +321,69 @@ def _extract(archive: Path, root: Path, folder: str) -> None:
 # CIFAR: python pickles, read with an unpickler that can build numpy arrays and nothing else
 
 
-def _numpy_globals() -> dict[tuple[str, str], object]:
-    """The only globals a dataset pickle may name: numpy's array/scalar rebuilders.
+def _numpy_globals(source: Path, limit: int) -> dict[tuple[str, str], object]:
+    """The only globals a dataset pickle may name: numpy's array/scalar rebuilders, and what Python 3
+    needs to rebuild `bytes` in a protocol-2 pickle (re-pickled CIFAR copies), each wrapped so it can
+    only do that.
 
-    The functions are taken from numpy's own `__reduce__` so this works for numpy 1.x (`numpy.core`)
-    and 2.x (`numpy._core`) alike without importing the deprecated module names.
+    The numpy functions are taken from numpy's own `__reduce__` so this works for numpy 1.x
+    (`numpy.core`) and 2.x (`numpy._core`) alike without importing the deprecated module names.
+    `limit` is the file's size: no array the file declares can hold more bytes than the file has.
     """
     sample = np.zeros(1, dtype=np.uint8)
     reconstruct = sample.__reduce__()[0]
     frombuffer = sample.__reduce_ex__(5)[0]
     scalar = np.uint8(0).__reduce__()[0]
+
+    def checked_reconstruct(subtype, shape, dtype):
+        """numpy's `_reconstruct` allocates `shape` at once (numpy itself always passes (0,) and
+        fills the array from the pickled bytes later): refuse a shape the file cannot hold."""
+        try:
+            dims = tuple(int(d) for d in shape)
+            itemsize = np.dtype(dtype).itemsize
+        except (TypeError, ValueError, OverflowError):
+            raise ArchspecError(f"{source}: malformed numpy array header in the pickle") from None
+        nbytes = math.prod(dims) * itemsize
+        if subtype is not np.ndarray or min(dims, default=0) < 0 or nbytes > limit:
+            raise ArchspecError(f"{source}: the pickle declares an array of shape {dims} ({nbytes:,} bytes) "
+                                f"but the file has only {limit:,} bytes (corrupt or hostile file)")
+        return reconstruct(subtype, dims, dtype)
+
     allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
     for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "_reconstruct")] = checked_reconstruct
         allowed[(f"{core}.multiarray", "scalar")] = scalar
         allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    allowed[("_codecs", "encode")] = _latin1_bytes
+    for builtins in ("builtins", "__builtin__"):
+        allowed[(builtins, "bytes")] = _empty_bytes
     return allowed
+
+
+def _latin1_bytes(text, encoding="latin1"):
+    """What a protocol-2 pickle written by Python 3 calls to rebuild a `bytes` object:
+    ``_codecs.encode(text, "latin1")``. Only that exact use is allowed (no other codec)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is only allowed as encode(str, 'latin1')")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args):
+    """What a protocol-2 pickle calls for an empty `bytes` object: ``bytes()``, and only that
+    (``bytes(n)`` would allocate n bytes)."""
+    if args:
+        raise pickle.UnpicklingError("bytes() is only allowed without arguments")
+    return b""
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Pickles can run arbitrary code on load; these files come from the internet, so refuse anything
     but numpy array reconstruction."""
 
-    def __init__(self, file, source: Path) -> None:
+    def __init__(self, file, source: Path, limit: int) -> None:
         super().__init__(file, encoding="bytes")
         self.source = source
-        self.allowed = _numpy_globals()
+        self.allowed = _numpy_globals(source, limit)
 
     def find_class(self, module: str, name: str) -> object:
         try:
@@ -355,7 +396,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            data = _NumpyOnlyUnpickler(f, path).load()
+            data = _NumpyOnlyUnpickler(f, path, os.fstat(f.fileno()).st_size).load()
     except ArchspecError:
         raise
     except Exception as e:  # a damaged pickle can fail in many ways (UnpicklingError, EOFError, ...)
