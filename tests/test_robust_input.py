@@ -109,12 +109,12 @@ def test_recursive_alias_is_still_named(tmp_path):
 
 def test_docs_state_the_limits_the_code_enforces():
     from archspec.layers.base import MAX_INT_OPTION
-    from archspec.spec import loader, yamlload
+    from archspec.spec import document, expand, tree, yamlload
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "spec-language.md").read_text()
     section = text[text.index("## Limits"):]
-    for number in (loader.MAX_LAYERS, loader.MAX_NESTING, loader.MAX_EXTENDS, yamlload.MAX_DEPTH,
-                   yamlload.MAX_NODES, MAX_INT_OPTION, loader.MAX_VALUES):
+    for number in (expand.MAX_LAYERS, expand.MAX_NESTING, document.MAX_EXTENDS, yamlload.MAX_DEPTH,
+                   yamlload.MAX_NODES, MAX_INT_OPTION, tree.MAX_VALUES):
         assert f"{number:,}" in section, number
     assert f"{yamlload.MAX_BYTES // 1_000_000} MB" in section
 
