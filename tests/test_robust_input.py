@@ -262,10 +262,10 @@ def test_count_depth_below_one_is_refused(write, cli, depth):
 
 
 def test_recipes_plot_refuses_an_unbounded_number_of_steps(tmp_path):
-    """1,000 epochs x 10^6 steps per epoch would run the scheduler 10^9 times."""
-    outcome = run_bounded(["recipes", "plot", "adam", "--set", "epochs=1000", "--steps-per-epoch", "1000000",
+    """1,000 epochs x 10^6 steps per epoch of a per-batch schedule: 10^9 scheduler steps."""
+    outcome = run_bounded(["recipes", "plot", "onecycle", "--set", "epochs=1000", "--steps-per-epoch", "1000000",
                            "-o", str(tmp_path / "lr.png")], timeout_s=60)
-    assert_one_line_error(outcome, contains="more than 1,000,000 steps to trace")
+    assert_one_line_error(outcome, contains="more than 200,000 steps to trace")
     assert not (tmp_path / "lr.png").exists()
 
 
@@ -425,3 +425,25 @@ def test_recipes_in_run_dirs_still_round_trip(tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text(recipe_to_yaml(recipe))
     assert load_recipe(str(path)).to_dict() == recipe.to_dict()
+
+
+SPECIAL_JSON = ["NaN", "Infinity", "-Infinity", "1e400", "1" * 400, '"x"', "null", "[1, 2]", '{"a": 1}', "true"]
+
+
+@pytest.mark.parametrize("value", SPECIAL_JSON)
+def test_compare_shows_any_summary_or_metrics_value(tmp_path, cli, value):
+    """Was: `train_seconds: NaN` (ValueError) or a 400-digit number (OverflowError) broke the table;
+    a damaged metrics row's epoch broke --plot. archspec writes such numbers as null: read them so."""
+    from .test_fuzz import SUMMARY_KEYS, write_run
+
+    run = write_run(tmp_path)
+    other = write_run(tmp_path / "other")
+    fields = ", ".join(f'"{key}": {value}' for key in SUMMARY_KEYS if key != "status")
+    (run / "summary.json").write_text(f'{{"status": "completed", {fields}}}')
+    (run / "metrics.jsonl").write_text("".join(f'{{"epoch": {value}, "{k}": {value}}}\n'
+                                               for k in ("train_loss", "test_acc", "epoch_seconds")))
+    (run / "metrics.csv").write_text(f"epoch,train_loss,test_acc\n{value},{value},{value}\n".replace('"', ""))
+    plot = ["--plot", tmp_path / "p.png"] if value in ("NaN", "1" * 400, '"x"') else ["--csv"]  # plots are slow
+    for flags in ([], ["--json"], ["--markdown"], ["--sort", "time"], plot):
+        result = cli("compare", run, other, *flags)
+        assert result.exit_code == 0 and result.exception is None, (flags, result.output[-1500:])

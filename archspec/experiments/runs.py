@@ -69,7 +69,8 @@ class Run:
         for row in self.metrics:
             value = row.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                xs.append(int(row.get("epoch", len(xs) + 1)))
+                epoch = row.get("epoch")  # a damaged row's epoch may be anything: then its position
+                xs.append(int(epoch) if _finite(epoch) else len(xs) + 1)
                 ys.append(float(value))
         return xs, ys
 
@@ -91,7 +92,7 @@ class Run:
         per_epoch = max(1, sum(1 for row in rows if row["epoch"] == 1))
         xs, ys = [], []
         for row in rows:
-            if row["loss"] is not None and math.isfinite(row["loss"]):
+            if row["loss"] is not None and math.isfinite(row["loss"]) and abs(row["step"]) < 2**63:
                 xs.append(row["step"] / per_epoch)
                 ys.append(row["loss"])
         return xs, ys
@@ -152,7 +153,7 @@ def _read_metrics(path: Path, run: Run) -> list[dict[str, Any]]:
     if jsonl.is_file():
         try:
             text = read_text_capped(jsonl, max_bytes=MAX_METRICS_BYTES)
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            rows = [_json(line) for line in text.splitlines() if line.strip()]
             if all(isinstance(r, dict) for r in rows):
                 return rows
         except (ArchspecError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
@@ -164,7 +165,7 @@ def _read_metrics(path: Path, run: Run) -> list[dict[str, Any]]:
 
         try:
             _check_size(csv_path)
-            return read_metrics_csv(csv_path)
+            return [{k: _sane(v) for k, v in row.items()} for row in read_metrics_csv(csv_path)]
         except (OSError, ValueError, TypeError, csv.Error):
             run.problems.append("metrics.csv unreadable")
     return []
@@ -177,9 +178,27 @@ def _check_size(path: Path) -> None:
         raise ValueError(f"{path.name} is larger than {MAX_METRICS_BYTES:,} bytes")
 
 
+def _json(text: str) -> Any:
+    """JSON with NaN, Infinity and out-of-range numbers (beyond float, or int64 for integers) read
+    as null, as archspec writes them: a hand-edited or damaged file then shows "-" instead of
+    breaking a table."""
+    return json.loads(text, parse_constant=lambda _: None,
+                      parse_float=lambda s: value if math.isfinite(value := float(s)) else None,
+                      parse_int=lambda s: value if abs(value := int(s)) < 2**63 else None)
+
+
+def _sane(value: Any) -> Any:
+    """A number as `_json` reads it: NaN, infinity and integers beyond int64 become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return None
+    return value
+
+
 def _read_json(path: Path, run: Run) -> dict[str, Any]:
     try:
-        data = json.loads(read_text_capped(path))
+        data = _json(read_text_capped(path))
     except (ArchspecError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
         run.problems.append(f"{path.name} unreadable")
         return {}

@@ -47,7 +47,7 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
-MAX_CURVE_STEPS = 1_000_000  # lr_curve runs the real scheduler once per step: bounded so a plot cannot hang
+MAX_CURVE_STEPS = 200_000  # values lr_curve traces with the real scheduler: bounded so a plot cannot hang
 
 INIT_SCHEMES = ("default", "xavier_uniform", "kaiming_normal", "whiten")
 _INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -292,14 +292,17 @@ def lr_curve(recipe: Recipe, steps_per_epoch: int = 1) -> list[float]:
     dummy = nn.Parameter(torch.zeros(1))
     optimizer = OPTIMIZERS[cfg.name]([dummy], lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.torch_kwargs())
     scheduler, interval = build_scheduler(recipe, optimizer, steps_per_epoch)
+    # The lr only changes when the scheduler steps: once per batch, or once per epoch (then each
+    # value repeats for the epoch's steps, and tracing costs `epochs` scheduler steps, not `total`).
+    repeat = 1 if interval == "batch" else steps_per_epoch
+    units = total // repeat
     lrs: list[float] = []
-    for i in range(total):
-        lrs.append(float(optimizer.param_groups[0]["lr"]))
-        if i == total - 1:
+    for i in range(units):
+        lrs.extend([float(optimizer.param_groups[0]["lr"])] * repeat)
+        if i == units - 1:
             break
         optimizer.step()  # no gradient: a no-op that keeps torch's "step order" check satisfied
-        if interval == "batch" or (i + 1) % steps_per_epoch == 0:
-            scheduler.step()
+        scheduler.step()
     return lrs
 
 
