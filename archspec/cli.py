@@ -297,7 +297,7 @@ def eval_(
 
     from rich.table import Table
 
-    from archspec.train.evaluate import evaluate
+    from archspec.train.evaluation import evaluate
 
     loaded = _load_for_run(spec, data, checkpoint, allow_import)
     result = evaluate(loaded, checkpoint, dataset=loaded.dataset, data_dir=data_dir, device=device, limit_test=limit_test,

@@ -21,7 +21,7 @@ Times (seconds; on CUDA every timed region ends with a device synchronize):
 
   timed       airbench's convention (its `total_time_seconds`): whitening init + training epochs +
               final TTA evaluation. Reference: exactly that. archspec: the whitening init (timed by
-              wrapping `archspec.init_whiten.whiten_first_conv`) + the sum of the metrics rows'
+              wrapping `archspec.train.whiten.whiten_first_conv`) + the sum of the metrics rows'
               `epoch_seconds` (training steps + end-of-epoch bookkeeping + the one evaluation, with TTA).
               Data loading, model building and (archspec) checkpoint/plot writing are outside, as in
               airbench. THE RATIO THE GOAL IS ABOUT: timed(archspec) / timed(reference).
@@ -78,8 +78,8 @@ from archspec.data.datasets import load_dataset  # noqa: E402
 from archspec.data.loader import _limited  # noqa: E402  (the exact subset archspec trains on)
 from archspec.recipes import load_recipe  # noqa: E402
 from archspec.train import loop  # noqa: E402
-from archspec.train.compiling import resolve_compile  # noqa: E402
 from archspec.train.device import resolve_device  # noqa: E402
+from archspec.train.torch_compile import resolve_compile  # noqa: E402
 
 VARIANTS = ("archspec", "reference")
 GOAL_TIME_RATIO = 1.2
@@ -127,7 +127,7 @@ def archspec_recipe(name: str, *, seed: int, epochs: int | None, batch_size: int
 
 
 def run_archspec(spec, recipe, *, data_dir, device: str, limit_train, limit_test) -> dict[str, Any]:
-    from archspec import init_whiten
+    from archspec.train import whiten as init_whiten
 
     dev = resolve_device(device)
     whiten_s = 0.0

@@ -99,6 +99,11 @@ class DeviceBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def raw_images(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first `count` images as stored (uint8, un-augmented, not sharded) and the [C, 1, 1]
+        mean/std that normalise them: what data-dependent init (`init: whiten`) computes from."""
+        return self.images[:count], self.mean, self.std
+
     def __len__(self) -> int:
         return _num_batches(self.num_samples, self.batch_size, self.drop_last)
 
@@ -214,6 +219,11 @@ class AugmentedBatches:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def raw_images(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As `DeviceBatches.raw_images`: the first `count` stored images (on the CPU) and mean/std."""
+        images = self.loader.dataset
+        return images.images[:count], images.mean, images.std
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -147,7 +147,7 @@ def build_scheduler(
     recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> tuple[lr_scheduler.LRScheduler, str]:
     """The recipe's LR scheduler and when to step it: ``"batch"`` (after every optimizer step) or
-    ``"epoch"`` (once after every epoch). Call it once, on a freshly built optimizer, and before
+    ``"epoch"`` (once after every epoch); `scheduler_due` applies that rule. Call it once, on a freshly built optimizer, and before
     loading a checkpoint's optimizer/scheduler state.
     """
     if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
@@ -205,6 +205,13 @@ def build_scheduler(
     return lr_scheduler.SequentialLR(optimizer, pieces, milestones), schedule.interval
 
 
+def scheduler_due(interval: str, step: int, steps_per_epoch: int) -> bool:
+    """Whether the scheduler steps after optimizer step `step` (counted from 1): after every step for
+    per-batch schedules, after each epoch's last step for per-epoch ones. The training loop and
+    `lr_curve` both ask this, so the plotted curve is the trained one."""
+    return interval == "batch" or step % max(1, steps_per_epoch) == 0
+
+
 # --- loss ------------------------------------------------------------------------------------
 
 
@@ -255,7 +262,7 @@ def apply_init(model: nn.Module, scheme: str) -> nn.Module:
     """
     if scheme not in INIT_SCHEMES:
         raise ArchspecError(f'unknown init "{scheme}"; choose one of {", ".join(INIT_SCHEMES)}')
-    if scheme in ("default", "whiten"):  # whiten needs training images: the loop calls archspec.init_whiten
+    if scheme in ("default", "whiten"):  # whiten needs training images: set-up calls archspec.train.whiten
         return model
     with torch.no_grad():
         for name, module in model.named_modules():
@@ -293,7 +300,7 @@ def lr_curve(recipe: Recipe, steps_per_epoch: int = 1) -> list[float]:
         if i == total - 1:
             break
         optimizer.step()  # no gradient: a no-op that keeps torch's "step order" check satisfied
-        if interval == "batch" or (i + 1) % steps_per_epoch == 0:
+        if scheduler_due(interval, i + 1, steps_per_epoch):
             scheduler.step()
     return lrs
 
