@@ -169,43 +169,13 @@ def show(
 TRAIN_EXIT_CODES = {"completed": 0, "interrupted": 130, "diverged": 3}
 
 
-def _run_spec(path: Path | None) -> dict | None:
-    """The resolved spec a run directory (or a checkpoint inside one) saved as spec.yaml, if any."""
-    import yaml
-
-    if path is None:
-        return None
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    try:
-        saved = yaml.safe_load((folder / "spec.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    return saved if isinstance(saved, dict) else None
-
-
 def _load_for_run(spec: Path, data: str | None, run: Path | None, allow_import: bool):
-    """Load the spec; without --data, re-target it the way the run was (`train --data X`), if it was.
+    """The spec for `eval`/`export` of run `run`: re-targeted as that run was (archspec.train.prepare)."""
+    from archspec.train.prepare import load_run_spec
 
-    So that `--resume`, `eval` and `export` of a run started with `--data X` need not repeat it.
-    The run's spec.yaml tells: when its input shape / classes differ from the spec's own and
-    re-targeting to its dataset reproduces them, that is what the run did.
-    """
-    from archspec.spec.loader import load_spec
-
-    loaded = load_spec(spec, dataset=data, allow_import=allow_import)
-    saved = _run_spec(run) if data is None else None
-    trained_on = saved.get("dataset") if saved else None
-    if not trained_on:
-        return loaded
-
-    def shape(resolved: dict) -> tuple:
-        return (list(resolved.get("input") or []), resolved.get("classes"))
-
-    if shape(loaded.resolved) != shape(saved):
-        retargeted = load_spec(spec, dataset=trained_on, allow_import=allow_import)
-        if shape(retargeted.resolved) == shape(saved):
-            err_console.print(f"note: the run was trained on {trained_on}; using that dataset", highlight=False)
-            return retargeted
+    loaded, note = load_run_spec(spec, data=data, run=run, allow_import=allow_import)
+    if note:
+        err_console.print(note, highlight=False)
     return loaded
 
 
@@ -249,24 +219,16 @@ def train(
     if devices is not None and devices > 1 and not torchrun_worker():  # re-run this command under torchrun
         check_devices(devices, device)
         raise typer.Exit(launch(devices, ["train", *argv_from_context(ctx, drop=("devices",))]))
-    from archspec.recipes import load_recipe
-    from archspec.spec.loader import load_spec
     from archspec.train.loop import train as run_training
+    from archspec.train.prepare import prepare_run
 
-    loaded = _load_for_run(spec, data, resume, allow_import)
-    overrides = list(set_ or [])
-    if seed is not None:
-        overrides.append(f"seed={seed}")
-    recipe_ref: str | None = recipe
-    if recipe_ref is None and resume is not None and (Path(resume) / "recipe.yaml").is_file():
-        recipe_ref = str(Path(resume) / "recipe.yaml")  # continue with the run's own recipe
-    if recipe_ref is None:
-        recipe_ref = loaded.recipe or "adam"
-    resolved_recipe = load_recipe(recipe_ref, overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr)
-    if loaded.dataset is None and resolved_recipe.dataset:  # a dataset-less spec takes the recipe's
-        loaded = load_spec(spec, dataset=resolved_recipe.dataset, allow_import=allow_import)
+    overrides = [*(set_ or []), *([f"seed={seed}"] if seed is not None else [])]
+    inputs = prepare_run(spec, recipe=recipe, overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr,
+                         data=data, resume=resume, allow_import=allow_import)
+    for note in inputs.notes:
+        err_console.print(note, highlight=False)
     result = run_training(
-        loaded, resolved_recipe, dataset=loaded.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
+        inputs.spec, inputs.recipe, dataset=inputs.spec.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
         runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
         console=console, progress=not quiet, quiet=quiet,
     )

@@ -134,9 +134,12 @@ def _relabel(error: ArchspecError, grid_keys: set[str], cell_label: str) -> Arch
 def plan(specs: list[str | Path], recipe: str, *, grid: list[tuple[str, list[str]]] | None = None,
          sets: list[str] | None = None, data: str | None = None, epochs: int | None = None,
          out: str | Path | None = None, allow_import: bool = False, check_state: bool = True) -> tuple[Path, list[Cell]]:
-    """Every cell of the sweep, loaded and validated (no training, no torch unless `check_state`)."""
-    from archspec.recipes import load_recipe
+    """Every cell of the sweep, loaded and validated (no training, no torch unless `check_state`).
+
+    Each cell's spec and recipe are chosen as `archspec train` chooses them (archspec.train.prepare).
+    """
     from archspec.spec.loader import load_spec
+    from archspec.train.prepare import prepare_run
 
     if not specs:
         raise ArchspecError("no spec files given", hint="example: archspec sweep specs/tutorial.yaml --recipe sgd "
@@ -168,9 +171,11 @@ def plan(specs: list[str | Path], recipe: str, *, grid: list[tuple[str, list[str
                                     f"({cell.spec_path}) would share the run directory {cell.run_dir}",
                                     hint="two specs with the same `name:` cannot be in one sweep; rename one")
             try:
-                cell.recipe = load_recipe(recipe, overrides=cell.overrides, epochs=epochs)
+                inputs = prepare_run(spec, recipe=recipe, overrides=cell.overrides, epochs=epochs,
+                                     allow_import=allow_import)
             except ArchspecError as e:
                 raise _relabel(e, set(keys), cell.label()) from None
+            cell.spec, cell.recipe = inputs.spec, inputs.recipe
             by_dir[cell.run_dir] = cell
             cells.append(cell)
     if check_state:
