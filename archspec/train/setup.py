@@ -63,8 +63,9 @@ def set_up(spec, recipe: Recipe, options: RunOptions) -> tuple[Run, ResumePoint 
     reporter = Reporter(options.console, progress=options.progress, quiet=options.quiet)
     # Under torchrun: join the process group (cuda:LOCAL_RANK + NCCL, or CPU + Gloo). Rank 0 reports
     # and writes for the group; the other ranks train in silence.
+    device = resolve_device(options.device)
     group = distributed.from_environment()
-    device = distributed.setup(group, resolve_device(options.device))
+    device = distributed.setup(group, device)
     if not group.is_main:
         reporter = Reporter(Console(quiet=True), progress=False, quiet=True)
     precision = resolve_precision(recipe.precision, device)
