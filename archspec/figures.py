@@ -242,6 +242,8 @@ def run_figure(run: Curves, *, title: str = "", limits: dict[str, tuple[float, f
         if lr_limits is not None and lr_limits[0] > 0:
             axes[2].set_yscale("log")
         _style(axes[2], title="learning rate", ylabel="learning rate", limits=lr_limits)
+        if lr_limits is None:
+            axes[2].set_ylim(bottom=0)
     if title:
         fig.suptitle(title)
     return fig
@@ -254,6 +256,7 @@ def lr_figure(lrs: Sequence[float], steps_per_epoch_: int, *, title: str = "lear
     fig, (ax,) = _figure(1, width_per_panel=7.0)
     lr_panel(ax, Curves(label="", steps=steps))
     _style(ax, title=title, ylabel="learning rate")
+    ax.set_ylim(bottom=0)  # a rate's size reads from zero (a constant rate is not a zoomed-in line)
     ax.title.set_fontsize(10)
     return fig
 
@@ -281,6 +284,8 @@ def overlay_figure(runs: Sequence[Curves], *, title: str = "", limits: dict[str,
         _style(axes[2], title="learning rate", ylabel="learning rate", limits=limits.get("lr"))
         if _spread([v for run in runs for v in step_series(run.steps, "lr")[1]]):
             axes[2].set_yscale("log")
+        elif "lr" not in limits:
+            axes[2].set_ylim(bottom=0)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize="small")

@@ -554,6 +554,20 @@ def _adjust_hue(y: Tensor, shift: Tensor, integer: bool) -> Tensor:
     return out.mul_((255 + 1 - 1e-3) / 255).floor_() if integer else out.clamp_(0, 1)
 
 
+def _jitter_ranges(channels: int, brightness, contrast, saturation, hue) -> list[tuple[float, float] | None]:
+    """The four factor ranges as v2.ColorJitter reads them (None: that adjustment is off); grey
+    images have no saturation or hue."""
+    if channels not in (1, 3):
+        raise ValueError(f"color_jitter needs 1 or 3 channels, got {channels}")
+    ranges = [_jitter_range(brightness, "brightness", 1.0, (0, math.inf), True),
+              _jitter_range(contrast, "contrast", 1.0, (0, math.inf), True),
+              _jitter_range(saturation, "saturation", 1.0, (0, math.inf), True),
+              _jitter_range(hue, "hue", 0.0, (-0.5, 0.5), False)]
+    if channels == 1:
+        ranges[2] = ranges[3] = None
+    return ranges
+
+
 def color_jitter(x: Tensor, brightness: float | Sequence[float] | None = None,
                  contrast: float | Sequence[float] | None = None,
                  saturation: float | Sequence[float] | None = None,
@@ -571,14 +585,7 @@ def color_jitter(x: Tensor, brightness: float | Sequence[float] | None = None,
     hue, then the positions after it."""
     _check_batch(x)
     b, c = x.shape[:2]
-    if c not in (1, 3):
-        raise ValueError(f"color_jitter needs 1 or 3 channels, got {c}")
-    ranges = [_jitter_range(brightness, "brightness", 1.0, (0, math.inf), True),
-              _jitter_range(contrast, "contrast", 1.0, (0, math.inf), True),
-              _jitter_range(saturation, "saturation", 1.0, (0, math.inf), True),
-              _jitter_range(hue, "hue", 0.0, (-0.5, 0.5), False)]
-    if c == 1:
-        ranges[2] = ranges[3] = None
+    ranges = _jitter_ranges(c, brightness, contrast, saturation, hue)
     if all(r is None for r in ranges):
         return x.clone()
     integer = not x.is_floating_point()
