@@ -98,7 +98,7 @@ def count(
     if json_out:
         print(json.dumps(summary.to_dict(), indent=1))
         return
-    from archspec.report_table import print_summary
+    from archspec.summary import print_summary
 
     print_summary(console, loaded, summary, depth=depth)
 

@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import archspec  # noqa: E402
+from archspec.catalog import dataset_info  # noqa: E402
 from archspec.codegen import to_pytorch  # noqa: E402
-from archspec.data.info import dataset_info  # noqa: E402
 from archspec.recipes import load_recipe  # noqa: E402
 from archspec.recipes.build import _FUSED_ON_CUDA, OPTIMIZERS  # noqa: E402
 from archspec.train import loop  # noqa: E402

@@ -45,8 +45,8 @@ def test_no_stats_only_scales():
 
 
 def test_the_device_loader_feeds_the_model_normalised_images():
+    from archspec.catalog import dataset_info
     from archspec.data.datasets import ImageTensors
-    from archspec.data.info import dataset_info
     from archspec.data.loader import DeviceBatches
 
     images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))

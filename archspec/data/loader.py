@@ -34,9 +34,9 @@ from typing import Any
 
 import torch
 
+from archspec.catalog import DatasetInfo
 from archspec.data.augment import build_augment
 from archspec.data.datasets import IMAGEFOLDER_PREFIX, ImageTensors, load_dataset
-from archspec.data.info import DatasetInfo
 from archspec.data.normalize import normalize
 from archspec.data.seeding import derive_seed
 from archspec.errors import ArchspecError
