@@ -346,6 +346,9 @@ def recipes_plot(
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch", min=1, help="batches per epoch "
                                                         "(default: 1, or 100 for per-batch schedules)")] = None,
     set_: RecipeSetOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="png, svg or pdf (default: the file name's "
+                                            "suffix)", show_default=False)] = None,
+    dpi: Annotated[int, typer.Option("--dpi", help="resolution of a PNG (dots per inch)", min=1)] = 110,
 ) -> None:
     """Draw a recipe's learning-rate curve with the real torch schedulers.
 
@@ -357,7 +360,7 @@ def recipes_plot(
     resolved = load_recipe(recipe, overrides=set_ or [])
     spe = steps_per_epoch or (100 if resolved.schedule.interval == "batch" else 1)
     lrs = lr_curve(resolved, spe)
-    path = plot_lr(resolved, output, spe, lrs=lrs)
+    path = plot_lr(resolved, output, spe, lrs=lrs, fmt=fmt, dpi=dpi)
     console.print(f"wrote {path} ({len(lrs):,} steps, lr {min(lrs):.3g} to {max(lrs):.3g})", highlight=False)
 
 
@@ -367,6 +370,9 @@ RunsArg = Annotated[list[Path], typer.Argument(help="run directories, or folders
                                                show_default=False)]
 SortOpt = Annotated[str | None, typer.Option("--sort", help="sort by a column: test_acc, best_test_acc, time, "
                                              "params, speed, train_loss, test_loss, or an option like optimizer.lr")]
+FigFormatOpt = Annotated[str | None, typer.Option("--format", help="figure format: png, svg or pdf (default: the "
+                                                  "file name's suffix, else png)", show_default=False)]
+DpiOpt = Annotated[int, typer.Option("--dpi", help="resolution of PNG figures (dots per inch)", min=1)]
 
 
 @app.command()
@@ -377,8 +383,10 @@ def compare(
     csv_out: Annotated[bool, typer.Option("--csv", help="print CSV (raw numbers) instead of a table")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON (raw numbers) instead of a table")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="also write the overlaid accuracy/loss curves "
-                                              "to this PNG")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="also write the overlaid accuracy/loss/lr curves "
+                                              "to this image (.png, .svg, .pdf)")] = None,
+    fmt: FigFormatOpt = None,
+    dpi: DpiOpt = 110,
 ) -> None:
     """One row per run: spec, recipe, the options that differ between the runs, accuracy, loss, time.
 
@@ -391,7 +399,7 @@ def compare(
         raise ArchspecError("choose one of --csv, --json, --markdown")
     table = cmp.compare(find_runs(runs), sort=sort)
     if plot is not None:
-        cmp.plot(table, plot)
+        cmp.plot(table, plot, fmt=fmt, dpi=dpi)
     if csv_out:
         print(cmp.to_csv(table), end="")
     elif json_out:
@@ -425,7 +433,9 @@ def sweep(
     out: Annotated[Path | None, typer.Option("--out", help="folder of the cells' run directories "
                                              "(default: runs/sweep-<specs>-<grid keys>)")] = None,
     band: Annotated[bool, typer.Option("--band", help="draw the min-max band of the training loss across "
-                                       "the grid, per spec, to OUT/band.png")] = False,
+                                       "the grid, per spec, to OUT/band.png (or .svg, .pdf: --format)")] = False,
+    fmt: FigFormatOpt = None,
+    dpi: DpiOpt = 110,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and list the cells; train nothing")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
     allow_import: AllowImportOpt = False,
@@ -440,6 +450,10 @@ def sweep(
     from archspec.experiments import sweep as sw
     from archspec.experiments.runs import is_run_dir, load_run
 
+    if band:
+        from archspec.figures import figure_format
+
+        figure_format("band", fmt)  # a bad --format fails now, not after the whole sweep has trained
     out_dir, cells = sw.plan(specs, recipe, grid=sw.parse_grid(grid), sets=list(set_ or []), data=data,
                              epochs=epochs, out=out, allow_import=allow_import)
     if dry_run:
@@ -454,7 +468,7 @@ def sweep(
         groups: dict[str, list] = {}
         for run in runs:
             groups.setdefault(run.spec_name, []).append(run)
-        path = sw.band(groups, out_dir / "band.png")
+        path = sw.band(groups, out_dir / f"band.{fmt or 'png'}", fmt=fmt, dpi=dpi)
         console.print(f"wrote {escape(str(path))}", highlight=False)
     if result.interrupted:
         err_console.print("sweep interrupted: run the same command again to continue where it stopped",
@@ -469,6 +483,8 @@ def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="the HTML file to write")] = Path("report.html"),
     title: Annotated[str, typer.Option(help="page title")] = "archspec report",
     sort: SortOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="figures embedded as png or svg")] = "png",
+    dpi: DpiOpt = 110,
 ) -> None:
     """Write one self-contained HTML page: comparison table, layer tables, every run's curves.
 
@@ -479,7 +495,7 @@ def report(
     from archspec.experiments.report import write_report
     from archspec.experiments.runs import find_runs
 
-    path = write_report(find_runs(runs), output, title=title, sort=sort)
+    path = write_report(find_runs(runs), output, title=title, sort=sort, fmt=fmt, dpi=dpi)
     console.print(f"wrote {escape(str(path))}", highlight=False)
 
 

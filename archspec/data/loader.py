@@ -37,6 +37,7 @@ import torch
 from archspec.catalog import DatasetInfo
 from archspec.data.augment import build_augment
 from archspec.data.datasets import IMAGEFOLDER_PREFIX, ImageTensors, load_dataset
+from archspec.data.normalize import normalize
 from archspec.data.seeding import derive_seed
 from archspec.errors import ArchspecError
 
@@ -67,12 +68,6 @@ def epoch_order(n: int, *, seed: int, epoch: int, rank: int = 0, world_size: int
 
 def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
     return n // batch_size if drop_last else math.ceil(n / batch_size)
-
-
-def to_normalized_float(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 [.., C, H, W] in 0..255 -> float32 (x/255 - mean) / std. Float input is taken as 0..1 already."""
-    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-    return x.sub_(mean).div_(std)
 
 
 class DeviceBatches:
@@ -121,7 +116,7 @@ class DeviceBatches:
             else:
                 index = order[lo:hi]
                 x, y = self.images[index], self.labels[index]
-            yield to_normalized_float(x, self.mean, self.std), y
+            yield normalize(x, self.mean, self.std), y
 
 
 class AugmentedDeviceBatches(DeviceBatches):
@@ -173,7 +168,7 @@ class _AugmentedImages(torch.utils.data.Dataset):
             x = self.images[index]
             if self.pre is not None:
                 x = self.pre(x)
-            x = to_normalized_float(x, self.mean, self.std)
+            x = normalize(x, self.mean, self.std)
             if self.post is not None:
                 x = self.post(x)
         return x, self.labels[index]

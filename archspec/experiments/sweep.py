@@ -285,11 +285,13 @@ def run(cells: list[Cell], out: Path, *, data: str | None = None, data_dir: str 
     return result
 
 
-def band(runs_by_spec: dict[str, list], path: str | Path, *, title: str = "") -> Path:
+def band(runs_by_spec: dict[str, list], path: str | Path, *, title: str = "", fmt: str | None = None,
+         dpi: int | None = None) -> Path:
     """sweep --band: the min-max band of the training loss across the grid, one band per spec: per step
     (steps.csv) when every run of the spec has per-step losses, else per epoch."""
-    from archspec.experiments.figures import band_figure, figure_png, write_png
+    from archspec.figures import DEFAULT_DPI, band_figure, write_figure
 
     if not any(run.metrics for runs in runs_by_spec.values() for run in runs):
         raise ArchspecError("no cell has metrics yet: nothing to draw", path="--band")
-    return write_png(figure_png(band_figure(runs_by_spec, key="train_loss", title=title)), path)
+    groups = {label: [run.curves() for run in runs] for label, runs in runs_by_spec.items()}
+    return write_figure(band_figure(groups, key="train_loss", title=title), path, fmt=fmt, dpi=dpi or DEFAULT_DPI)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from archspec.data.normalize import normalize
 from archspec.errors import ArchspecError
 
 
@@ -66,9 +67,7 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor, eps: float = 5.0e-
                             f"takes {conv.in_channels} channels")
     x = images.to(conv.weight.device)
     if x.dtype == torch.uint8:
-        x = x.float() / 255
-        if mean is not None and std is not None:
-            x = (x - mean.to(x.device)) / std.to(x.device)
+        x = normalize(x, mean, std)
     filters = patch_whitening_filters(x.float(), conv.kernel_size, eps)
     dims, out = filters.shape[0], conv.out_channels
     if out == 2 * dims:
