@@ -198,7 +198,8 @@ def test_divergence_stops_with_status_and_learning_rate(tmp_path):
 
 def test_loss_blowup_is_divergence(tmp_path):
     """A finite but exploding loss (more than 10x the first) also stops the run."""
-    from archspec.train.loop import DIVERGENCE_FACTOR, _divergence
+    from archspec.train.divergence import DIVERGENCE_FACTOR
+    from archspec.train.divergence import loss_problem as _divergence
 
     assert _divergence(2.0, True, 2.3) is None
     assert "10x" in _divergence(2.3 * DIVERGENCE_FACTOR + 1, True, 2.3)

@@ -83,16 +83,17 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
 
     `spec` is a loaded Spec or a path to one (re-targeted with `dataset` when given). A run
     directory means its best.pt (falling back to last.pt). The checkpoint must fit the spec's
-    layer shapes; a renamed or cosmetically edited spec only produces a warning.
+    layer shapes; a renamed or cosmetically edited spec only produces a warning. The file's
+    checksums and fields are verified before anything is loaded (archspec.train.checkpoint).
     """
     import archspec
     from archspec.data.loader import make_test_loader
     from archspec.recipes.recipe import RECIPE_DEFAULTS
-    from archspec.train.checkpoint import check_compatible, checkpoint_path, load_checkpoint, spec_fingerprint
+    from archspec.train.checkpoint import check_compatible, load_checkpoint, spec_fingerprint, weights_file
 
     if not hasattr(spec, "resolved"):
         spec = archspec.load_spec(spec, dataset=dataset)
-    path = checkpoint_path(checkpoint, prefer="best.pt")
+    path, note = weights_file(checkpoint)
     ckpt = load_checkpoint(path)
     dev = resolve_device(device)
     saved = {k: v for k, v in (ckpt.get("recipe") or {}).items() if v is not None}
@@ -105,6 +106,7 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
     model = archspec.build_model(spec)
     warnings = check_compatible(ckpt, spec_name=spec.name, fingerprint=spec_fingerprint(spec.resolved),
                                 model_state=model.state_dict(), file=str(path), strict=False)
+    warnings += [note] if note else []
     ema = ckpt.get("ema")
     model.load_state_dict(ema["model"] if ema else ckpt["model"])  # the weights the run's test_acc used
     model.to(dev)
