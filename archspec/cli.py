@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from archspec.errors import ArchspecError
+from archspec.terminal import AutoWidthConsole
 from archspec.train.distributed import (
     argv_from_context,
     check_devices,
@@ -33,8 +33,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = AutoWidthConsole()  # COLUMNS, else the terminal's width, else (a file or pipe) no limit
+err_console = AutoWidthConsole(stderr=True)
 
 
 def fail(error: ArchspecError | str, code: int = 2) -> None:
@@ -167,6 +167,9 @@ def show(
 # --- train / eval (archspec/train) -------------------------------------------------------------
 
 TRAIN_EXIT_CODES = {"completed": 0, "interrupted": 130, "diverged": 3}
+DEFAULT_LOG_EVERY = 30.0  # archspec.train.report.DEFAULT_LOG_EVERY_S (not imported: it pulls in rich.progress)
+LogEveryOpt = Annotated[float, typer.Option("--log-every", min=0, help="seconds between progress lines inside "
+                                            "an epoch when the output is not a terminal (0: none)")]
 
 
 def _run_spec(path: Path | None) -> dict | None:
@@ -236,6 +239,7 @@ def train(
                                                 "from its last.pt")] = None,
     workers: Annotated[int | None, typer.Option(help="data-loading worker processes", min=0)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or per-epoch rows")] = False,
+    log_every: LogEveryOpt = DEFAULT_LOG_EVERY,
     allow_import: AllowImportOpt = False,
     devices: Annotated[int | None, typer.Option("--devices", help="train on N processes/GPUs with torchrun + "
                                                 "DDP (batch size is per process)", min=1)] = None,
@@ -268,7 +272,7 @@ def train(
     result = run_training(
         loaded, resolved_recipe, dataset=loaded.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
         runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
-        console=console, progress=not quiet, quiet=quiet,
+        console=console, progress=not quiet, quiet=quiet, log_every=log_every,
     )
     code = TRAIN_EXIT_CODES.get(result.status, 1)
     if code:
@@ -344,24 +348,20 @@ def recipes_list(ctx: typer.Context) -> None:
     """List the built-in recipes (run `archspec recipes show NAME` for one in full)."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich import box
-    from rich.table import Table
+    from rich.markup import escape as esc
 
     from archspec.recipes import builtin_recipes
+    from archspec.tables import Column, leaner_layouts, print_table
 
-    columns = ("name", "epochs", "batch", "optimizer", "schedule", "description")
-    rows = [[r.name, str(r.epochs), str(r.batch_size), r.optimizer.describe(), r.schedule.describe(), r.description]
-            for r in builtin_recipes()]
-    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
-    room = max(12, console.width - sum(widths[:-1]) - 3 * len(columns) - 1)  # one line per recipe
-    for row in rows:
-        row[-1] = row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"
-    table = Table(title="built-in recipes", box=box.SIMPLE_HEAD)
-    for column in columns:
-        table.add_column(column, justify="right" if column in ("epochs", "batch") else "left", no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    recipes = builtin_recipes()
+    columns = [Column("name", [r.name for r in recipes]),
+               Column("epochs", [str(r.epochs) for r in recipes], justify="right"),
+               Column("batch", [str(r.batch_size) for r in recipes], justify="right"),
+               Column("optimizer", [r.optimizer.describe() for r in recipes]),
+               Column("schedule", [r.schedule.describe() for r in recipes]),
+               Column("description", [r.description for r in recipes], wrap=True)]
+    print_table(console, leaner_layouts(columns, ("schedule", "batch", "epochs", "optimizer")),
+                title=esc("built-in recipes"))
 
 
 @recipes_app.command("show")
@@ -466,6 +466,7 @@ def sweep(
                                        "the grid, per spec, to OUT/band.png")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and list the cells; train nothing")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
+    log_every: LogEveryOpt = DEFAULT_LOG_EVERY,
     allow_import: AllowImportOpt = False,
 ) -> None:
     """Train every spec with every combination of grid values (resumable), then compare them.
@@ -481,10 +482,11 @@ def sweep(
     out_dir, cells = sw.plan(specs, recipe, grid=sw.parse_grid(grid), sets=list(set_ or []), data=data,
                              epochs=epochs, out=out, allow_import=allow_import)
     if dry_run:
-        console.print(sw.plan_table(cells))
+        sw.print_plan(console, cells)
         return
     result = sw.run(cells, out_dir, data=data, data_dir=data_dir, device=device, limit_train=limit_train,
-                    limit_test=limit_test, console=console, progress=not quiet, quiet=quiet)
+                    limit_test=limit_test, console=console, progress=not quiet, quiet=quiet,
+                    log_every=log_every)
     runs = [load_run(c.run_dir) for c in cells if is_run_dir(c.run_dir)]
     if runs:
         cmp.print_table(console, cmp.compare(runs), title=f"sweep {out_dir}")

@@ -43,7 +43,7 @@ from archspec.train.device import (
 )
 from archspec.train.distributed import Group
 from archspec.train.evaluate import evaluate_loader
-from archspec.train.report import Reporter
+from archspec.train.report import DEFAULT_LOG_EVERY_S, Reporter
 from archspec.train.rundir import (
     check_writable,
     new_run_dir,
@@ -56,7 +56,7 @@ from archspec.train.rundir import (
 )
 from archspec.train.stop import StopRequest
 
-SYNC_EVERY = 25  # steps between reads of the running loss (progress bar, divergence check)
+SYNC_EVERY = 25  # steps between reads of the running loss (divergence check); the display also asks by time
 DIVERGENCE_FACTOR = 10.0  # running loss above this multiple of the first loss = diverged
 PLOT_EVERY_SECONDS = 60.0  # redraw curves.png / lr.png during a run at most this often (and at the end)
 
@@ -267,7 +267,9 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
             images += batch
             steps += 1
             bar.step()
-            if steps % SYNC_EVERY == 0 and steps < steps_total:
+            # Read the device every SYNC_EVERY steps (divergence check) and whenever the display asks
+            # (by time). Under DDP every rank must sync at the same steps, so there only the count decides.
+            if steps < steps_total and (steps % SYNC_EVERY == 0 or (not group.enabled and bar.due())):
                 problem, mean_loss, mean_acc = sync()
                 if problem:
                     return _EpochOutcome(steps, all_images, mean_loss, mean_acc, time.perf_counter() - start,
@@ -370,20 +372,21 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
           run_dir: str | Path | None = None, runs_root: str | Path = "runs", limit_train: int | None = None,
           limit_test: int | None = None, resume: str | Path | None = None, workers: int | None = None,
           console: Console | None = None, progress: bool = True, quiet: bool = False,
-          stop_after_epoch: int | None = None) -> RunResult:
+          stop_after_epoch: int | None = None, log_every: float = DEFAULT_LOG_EVERY_S) -> RunResult:
     """Train `spec` (a loaded Spec) with `recipe` (a Recipe); write the run directory; return a RunResult.
 
     `resume` is a run directory (or its last.pt): the run continues there at the next epoch and
     ends exactly where an uninterrupted run would. `stop_after_epoch` ends the run cleanly
     (status "interrupted", resumable) after that epoch: for time-sliced jobs. Ctrl-C/SIGTERM do
     the same after the current batch. Bad input raises ArchspecError; the status in the result
-    tells completed / interrupted / diverged apart.
+    tells completed / interrupted / diverged apart. `log_every` (seconds) is the interval of the
+    in-epoch heartbeat line when `console` is not a terminal (0: none).
     """
     import archspec
     from archspec.data.loader import make_loaders
     from archspec.recipes.build import apply_init, build_loss, build_optimizer, build_scheduler
 
-    reporter = Reporter(console, progress=progress, quiet=quiet)
+    reporter = Reporter(console, progress=progress, quiet=quiet, log_every=log_every)
     dev = resolve_device(device)
     # Under torchrun: join the process group (cuda:LOCAL_RANK + NCCL, or CPU + Gloo). Rank 0 reports
     # and writes for the group; the other ranks train in silence.
