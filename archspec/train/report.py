@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
+from time import monotonic  # one name, so that tests can replace the clock
 from typing import Any
 
 from rich.console import Console
@@ -113,11 +113,12 @@ class _Bar:
 
     def due(self) -> bool:
         """True when the numbers shown are STATS_EVERY_S old (the loop then reads the device once)."""
-        return time.monotonic() - self._shown >= STATS_EVERY_S
+        return monotonic() - self._shown >= STATS_EVERY_S
 
     def stats(self, *, loss: float, acc: float, lr: float, ips: float) -> None:
         self._fit(None, _stat_fields(loss, acc, lr, ips))
-        self._shown = time.monotonic()
+        self._progress.refresh()  # show them now, not at the next tick of the live display
+        self._shown = monotonic()
 
     def _fit(self, text: str | None, fields: list[str] | None = None) -> None:
         """Size the bar and pick the stats so the line fits the console: no field is ever cut."""
@@ -135,19 +136,19 @@ class _Heartbeat:
 
     def __init__(self, reporter: Reporter, epoch: int, epochs: int, steps: int, every: float) -> None:
         self._reporter, self._epoch, self._epochs, self._steps, self._every = reporter, epoch, epochs, steps, every
-        self._start = self._last = time.monotonic()
+        self._start = self._last = monotonic()
         self._done = 0
 
     def step(self, n: int = 1) -> None:
         self._done += n
 
     def due(self) -> bool:
-        return time.monotonic() - self._last >= self._every
+        return monotonic() - self._last >= self._every
 
     def stats(self, *, loss: float, acc: float, lr: float, ips: float) -> None:
         if not self.due():
             return
-        now = time.monotonic()
+        now = monotonic()
         elapsed = now - self._start
         eta = elapsed / self._done * (self._steps - self._done) if self._done else None
         self._reporter._plain(
