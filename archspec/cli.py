@@ -232,6 +232,8 @@ def train(
     limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
     seed: Annotated[int | None, typer.Option(help="random seed (same as --set seed=N)")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (same as --set "
+                                                "threads=N; default: torch's, one per core)", min=1)] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="parent of new run directories")] = Path("runs"),
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="exact run directory (default: "
                                                  "RUNS_DIR/<spec>-<recipe>-<time>)")] = None,
@@ -259,14 +261,13 @@ def train(
 
     loaded = _load_for_run(spec, data, resume, allow_import)
     overrides = list(set_ or [])
-    if seed is not None:
-        overrides.append(f"seed={seed}")
     recipe_ref: str | None = recipe
     if recipe_ref is None and resume is not None and (Path(resume) / "recipe.yaml").is_file():
         recipe_ref = str(Path(resume) / "recipe.yaml")  # continue with the run's own recipe
     if recipe_ref is None:
         recipe_ref = loaded.recipe or "adam"
-    resolved_recipe = load_recipe(recipe_ref, overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr)
+    resolved_recipe = load_recipe(recipe_ref, overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr,
+                                  seed=seed, threads=threads)
     if loaded.dataset is None and resolved_recipe.dataset:  # a dataset-less spec takes the recipe's
         loaded = load_spec(spec, dataset=resolved_recipe.dataset, allow_import=allow_import)
     result = run_training(

@@ -23,7 +23,7 @@ from archspec.experiments.runs import Run
 MAX_SPEC_COLUMNS = 3
 MAX_LABEL_OPTIONS = 3  # plot legends name runs by their differing options only when there are few
 # Keys that only document a run; they never count as a difference.
-_RECIPE_IGNORED = frozenset({"name", "description"})
+_RECIPE_IGNORED = frozenset({"name", "description", "overrides"})
 _SPEC_IGNORED = frozenset({"name", "description", "recipe", "notes", "doc", "tags", "reference", "source"})
 
 # Fixed columns after the option columns: key -> header.

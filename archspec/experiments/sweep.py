@@ -184,6 +184,13 @@ def _normal(data: Any) -> Any:
     return json.loads(json.dumps(data))
 
 
+def _settings(recipe: dict) -> dict:
+    """A recipe's training settings, without the keys that only document it (description, overrides)."""
+    from archspec.recipes.recipe import NOTE_KEYS
+
+    return {k: v for k, v in _normal(recipe).items() if k not in NOTE_KEYS}
+
+
 def cell_state(cell: Cell) -> str:
     """new (nothing there), done (finished with the same spec and recipe), resume (interrupted),
     or partial (a run directory without a checkpoint yet: it is started again from scratch)."""
@@ -207,10 +214,10 @@ def cell_state(cell: Cell) -> str:
             stored_spec = yaml.safe_load((run_dir / "spec.yaml").read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
             stored_recipe = stored_spec = None
-        wanted = _normal(plain(cell.recipe.to_dict()))
-        if not isinstance(stored_recipe, dict) or _normal(stored_recipe) != wanted:
-            changed = sorted(k for k in set(wanted) | set(stored_recipe or {})
-                             if _normal((stored_recipe or {}).get(k)) != wanted.get(k))
+        wanted = _settings(plain(cell.recipe.to_dict()))
+        if not isinstance(stored_recipe, dict) or _settings(stored_recipe) != wanted:
+            stored = _settings(stored_recipe) if isinstance(stored_recipe, dict) else {}
+            changed = sorted(k for k in set(wanted) | set(stored) if stored.get(k) != wanted.get(k))
             raise ArchspecError(f"this finished cell was trained with a different recipe "
                                 f"(differs in: {', '.join(changed) or 'recipe.yaml unreadable'})",
                                 file=str(run_dir), path=cell.label(),

@@ -39,6 +39,7 @@ from archspec.train.device import (
     configure_backends,
     resolve_device,
     resolve_precision,
+    uses_recipe_threads,
     wants_channels_last,
 )
 from archspec.train.distributed import Group
@@ -48,6 +49,7 @@ from archspec.train.rundir import (
     check_writable,
     new_run_dir,
     remove_stale_temp_files,
+    removes_unused_run_dir,
     use_run_dir,
     write_metrics,
     write_steps,
@@ -289,10 +291,13 @@ def _train_epoch(model, loader, *, epoch: int, epochs: int, state: _State, crite
                          step_losses=step_loss[:steps].tolist())
 
 
-def _diverged_message(epoch: int, outcome: _EpochOutcome, last_good: int, base_lr: float) -> str:
+def _diverged_message(epoch: int, outcome: _EpochOutcome, last_good: int, recipe) -> str:
+    base_lr = float(recipe.optimizer.lr)
     kept = f"the checkpoints of epoch {last_good} are kept" if last_good else "last.pt holds the initial weights"
+    source = recipe.override_of("optimizer.lr") if hasattr(recipe, "override_of") else None
+    origin = f"this run's is {base_lr:g}, from {source}" if source else f"the recipe's is {base_lr:g}"
     return (f"training diverged in epoch {epoch} at learning rate {outcome.lr:.4g}: {outcome.diverged}. "
-            f"Stopped; {kept}. Try a lower learning rate, e.g. --lr {base_lr / 10:.2g} (the recipe's is {base_lr:g})")
+            f"Stopped; {kept}. Try a lower learning rate, e.g. --lr {base_lr / 10:.2g} ({origin})")
 
 
 def _pick_dataset(spec, recipe, dataset: str | None) -> str:
@@ -354,7 +359,9 @@ def _state_from_checkpoint(ckpt: dict[str, Any]) -> _State:
 
 
 def _recipe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    keys = sorted(set(old) | set(new))
+    from archspec.recipes.recipe import NOTE_KEYS
+
+    keys = sorted((set(old) | set(new)) - set(NOTE_KEYS))
     return [k for k in keys if ckpt_mod.plain(old.get(k)) != ckpt_mod.plain(new.get(k))]
 
 
@@ -368,6 +375,8 @@ def _write_plots(run_dir: Path, state: _State, steps_per_epoch: int, title: str,
         reporter.note(f"warning: could not write plots: {exc}")
 
 
+@removes_unused_run_dir
+@uses_recipe_threads
 def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | None = None, device: str = "auto",
           run_dir: str | Path | None = None, runs_root: str | Path = "runs", limit_train: int | None = None,
           limit_test: int | None = None, resume: str | Path | None = None, workers: int | None = None,
@@ -454,6 +463,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
         limit_test=limit_test, device=str(dev), seed=int(recipe.seed),
         num_workers=workers if workers is not None else getattr(recipe, "workers", None),
         rank=group.rank, world_size=group.world_size, drop_last=bool(getattr(recipe, "drop_last", False)),
+        eval_batch_size=getattr(recipe, "eval_batch_size", None),
     )
     steps_per_epoch = len(bundle.train)
     if steps_per_epoch == 0 and getattr(recipe, "drop_last", False):
@@ -560,6 +570,13 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                                                             if group.enabled else "")
                      + (f", torch.compile ({compile_mode})" if compile_mode else ""),
                      "params": f"{params:,}", "run": str(out)})
+    # What the limits came to: `--limit-train 2048` on a 512-image set trains on (and records) 512.
+    used_limits = (None if limit_train is None else bundle.num_train, None if limit_test is None else bundle.num_test)
+    for flag, asked, got in (("--limit-train", limit_train, bundle.num_train), ("--limit-test", limit_test,
+                                                                               bundle.num_test)):
+        if asked is not None and asked > got:
+            reporter.note(f"note: {flag} {asked:,} is more than the {got:,} images there are; using {got:,}",
+                          always=False)
     status, message = STATUS_COMPLETED, ""
     started = time.time()
     last_plot = time.monotonic()  # matplotlib costs ~0.5 s a figure: don't let it dominate short epochs
@@ -567,7 +584,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     def summary_of(status: str, message: str = "") -> dict[str, Any]:
         return _summary(status, message, state=state, spec=spec, recipe=recipe, ds=ds, dev=dev, precision=precision,
                         params=params, epochs=epochs, out=out, started=started,
-                        limits=(limit_train, limit_test), compile_mode=compile_mode) | {"world_size": group.world_size}
+                        limits=used_limits, compile_mode=compile_mode) | {"world_size": group.world_size}
 
     # Signals only set a flag from here on (a second Ctrl-C aborts): the loop stops between batches
     # and the closing writes below are not cut short.
@@ -591,7 +608,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                                        f"last.pt holds epoch {state.epoch}")
                         else:
                             status = STATUS_DIVERGED
-                            message = _diverged_message(epoch, outcome, state.epoch, float(recipe.optimizer.lr))
+                            message = _diverged_message(epoch, outcome, state.epoch, recipe)
                         break
                     if sched_interval != "batch" and scheduler is not None:
                         scheduler.step()
@@ -689,6 +706,7 @@ def _summary(status: str, message: str, *, state: _State, spec, recipe, ds, dev,
         "precision": precision.name,
         "torch": str(torch.__version__),
         "seed": int(recipe.seed),
+        "threads": torch.get_num_threads(),
         "batch_size": int(recipe.batch_size),
         "limit_train": limits[0],
         "limit_test": limits[1],
