@@ -190,8 +190,9 @@ def _load_for_run(spec: Path, data: str | None, run: Path | None, allow_import: 
     """Load the spec; without --data, re-target it the way the run was (`train --data X`), if it was.
 
     So that `--resume`, `eval` and `export` of a run started with `--data X` need not repeat it.
-    The run's spec.yaml tells: when its input shape / classes differ from the spec's own and
-    re-targeting to its dataset reproduces them, that is what the run did.
+    The run's spec.yaml tells: when its dataset, input shape or classes differ from the spec's own
+    and re-targeting to its dataset reproduces them, that is what the run did. (`--data synthetic`
+    keeps the spec's shapes, so the dataset name alone must be enough to tell.)
     """
     from archspec.spec.loader import load_spec
 
@@ -204,7 +205,7 @@ def _load_for_run(spec: Path, data: str | None, run: Path | None, allow_import: 
     def shape(resolved: dict) -> tuple:
         return (list(resolved.get("input") or []), resolved.get("classes"))
 
-    if shape(loaded.resolved) != shape(saved):
+    if shape(loaded.resolved) != shape(saved) or loaded.dataset != trained_on:
         retargeted = load_spec(spec, dataset=trained_on, allow_import=allow_import)
         if shape(retargeted.resolved) == shape(saved):
             err_console.print(f"note: the run was trained on {trained_on}; using that dataset", highlight=False)
@@ -550,8 +551,12 @@ def export(
     result = export_model(loaded, checkpoint, fmt=fmt, out=output)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    console.print(f"wrote {escape(str(result.path))} ({result.format}, {result.params:,} params, "
-                  f"max difference to archspec {result.max_abs_diff:.2g})", highlight=False)
+    checked = ("output not checked" if result.max_abs_diff is None
+               else f"max difference to archspec {result.max_abs_diff:.2g}")
+    console.print(f"wrote {escape(str(result.path))} ({result.format}, {result.params:,} params, {checked})",
+                  highlight=False)
+    if result.unchecked:
+        err_console.print(f"[yellow]note:[/] {escape(result.unchecked)}", highlight=False)
 
 
 def main() -> None:
