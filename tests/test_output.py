@@ -290,3 +290,38 @@ def test_cli_train_at_narrow_columns_prints_whole_lines(tmp_path, columns):
     summary_file = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
     assert f"{summary_file['params']:,}" in result.stdout and "lr 1.23e-03" in result.stdout
     assert f"{100 * summary_file['final_test_acc']:.2f}%" in result.stdout
+
+
+# --- dataset downloads ---------------------------------------------------------------------------
+
+
+def test_a_download_reports_progress_in_a_log(tmp_path, monkeypatch, capsys):
+    import archspec.data.datasets as datasets
+    import archspec.data.download_progress as progress
+
+    from .test_data import Download, _cifar_tarball, md5
+
+    archive, _ = _cifar_tarball(tmp_path)
+    monkeypatch.setitem(datasets.DOWNLOADS, "cifar10", (
+        Download("cifar-10-python.tar.gz", md5(archive), (archive.as_uri(),), archive=True),))
+    monkeypatch.setattr(progress, "monotonic", _fake_clock(step=20.0))  # every chunk is "20 s later"
+    datasets.load_dataset("cifar10", "test", data_dir=tmp_path / "data", download=True)
+    err = capsys.readouterr().err
+    size = archive.stat().st_size
+    assert re.search(r"downloading cifar-10-python.tar.gz: [\d.]+ (B|kB) of [\d.]+ (B|kB) \(100%\), ", err), err
+    assert f"downloaded cifar-10-python.tar.gz ({size / 1e3:.1f} kB in " in err or f"({size} B in " in err
+
+
+def test_a_download_on_a_terminal_draws_a_bar():
+    from archspec.data.download_progress import DownloadProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    with DownloadProgress("big.tar.gz", 3_000_000, stream=out) as bar:
+        for _ in range(3):
+            bar.advance(1_000_000)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    assert "big.tar.gz" in text and "3.0 MB" in text and "downloaded big.tar.gz (3.0 MB in" in text
