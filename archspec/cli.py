@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from archspec.cli_help import App, version_text
 from archspec.errors import ArchspecError
 from archspec.terminal import AutoWidthConsole
 from archspec.train.distributed import (
@@ -25,12 +26,12 @@ from archspec.train.distributed import (
     torchrun_worker,
 )
 
-app = typer.Typer(
+app = App(  # typer.Typer whose help names values for people: SPEC, RUN..., N (archspec.cli_help)
     name="archspec",
     help="Declarative image-classifier specs: count parameters, train, compare.\n\n"
     "Example: archspec count specs/variant2.yaml",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 console = AutoWidthConsole()  # COLUMNS, else the terminal's width, else (a file or pipe) no limit
@@ -61,6 +62,20 @@ def user_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print archspec's version (and torch's) and exit")] = False,
+) -> None:
+    """Declarative image-classifier specs: count parameters, train, compare."""
 
 
 # --- core commands: count, validate, show -----------------------------------------------------
@@ -331,7 +346,7 @@ def eval_(
 
 # --- recipes (archspec/recipes) ----------------------------------------------------------------
 
-recipes_app = typer.Typer(
+recipes_app = App(
     help="Training recipes: list the built-ins, show one resolved, plot its learning-rate curve.\n\n"
     "Example: archspec recipes show warmup_cosine --set optimizer.lr=1e-3",
     invoke_without_command=True,
