@@ -132,7 +132,7 @@ def test_eval_batch_size_sizes_the_test_batches(tmp_path, monkeypatch):
         return real_test(*args, **kwargs)
 
     monkeypatch.setattr(loader, "make_test_loader", test_spy)
-    from archspec.train.evaluate import evaluate
+    from archspec.train.evaluation import evaluate
 
     evaluate(archspec.load_spec(tmp_path / "tiny.yaml"), result.run_dir, device="cpu", limit_test=32)
     assert seen["eval"] == 10  # `archspec eval` follows the run's recipe unless --batch-size says otherwise
