@@ -127,17 +127,20 @@ def print_summary(console: Console, spec: Spec, summary: Summary, depth: int | N
     """Print `summary` as a table on a rich `console` (layers nested `depth` or deeper are left out).
 
     The table fits the console without cutting a value (archspec.tables); the totals line wraps
-    between its items, never inside a number.
+    between its items, never inside one.
     """
-    from archspec.tables import print_table
+    from rich.text import Text
+
+    from archspec.tables import print_items, print_table
 
     title = f"{spec.name}  {fmt_shape(spec.input_shape)} -> {fmt_shape(spec.output_shape)}"
     print_table(console, _count_layouts(summary, depth), title=title)
     frozen = summary.total_params - summary.trainable_params
-    parts = [f"[bold]total params[/] {summary.total_params:,}", f"trainable {summary.trainable_params:,}"]
+    parts = [Text.assemble(("total params", "bold"), f" {summary.total_params:,}"),
+             f"trainable {summary.trainable_params:,}"]
     parts += [f"frozen {frozen:,}"] if frozen else []
     parts += [f"fp32 size {summary.fp32_bytes / 2**20:.2f} MB", f"MACs/sample {human(summary.macs)}"]
-    console.print("   ".join(parts), highlight=False)
+    print_items(console, parts)
 
 
 __all__ = ["Row", "Summary", "summarize", "print_summary", "human", "fmt_shape"]

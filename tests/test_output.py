@@ -118,6 +118,7 @@ def test_count_shows_every_number_whole(name, columns):
         assert f"{row.params:,}" in text
         assert str(row.output_shape[0]) in text
     assert f"{summary.total_params:,}" in text and "…" not in text
+    assert re.search(r"fp32 size [\d.]+ MB", text) and re.search(r"MACs/sample [\d.]+[KMG]", text)  # items whole
     kinds = " ".join(text.split())  # a kind may wrap between words, never inside one
     for row in summary.layers:
         for word in row.kind.split():
@@ -243,6 +244,7 @@ def test_train_on_a_narrow_terminal_shows_every_number_whole(tmp_path, monkeypat
     for row in result.metrics:
         assert f"{row['train_loss']:.4f}" in text and f"{100 * row['test_acc']:.2f}%" in text
     assert "1.23e-03" in text and f"{result.params:,}" in text
+    assert "data synthetic (64 train / 32 test)" in text  # the header wraps between items only
     assert str(result.run_dir) in text  # the summary keeps the run directory whole
 
 

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from archspec.tables import Column, leaner_layouts, print_table
+from archspec.tables import Column, leaner_layouts, print_items, print_table
 
 STATS_EVERY_S = 2.0  # the live bar's loss/acc/lr/img/s: at most this stale
 DEFAULT_LOG_EVERY_S = 30.0  # non-terminal heartbeat inside an epoch (`train --log-every`)
@@ -214,9 +214,8 @@ class Reporter:
     def header(self, info: dict[str, Any]) -> None:
         if self.quiet:
             return
-        if self.fancy:
-            parts = [f"[bold]{escape(str(k))}[/] {escape(str(v))}" for k, v in info.items()]
-            self.console.print("  ".join(parts), highlight=False)
+        if self.fancy:  # wrapped between items, never inside one ("data synthetic (512 train / 128 test)")
+            print_items(self.console, [Text.assemble((str(k), "bold"), f" {v}") for k, v in info.items()], gap="  ")
         else:
             self._plain("train: " + ", ".join(f"{k} {v}" for k, v in info.items()))
 
