@@ -277,8 +277,7 @@ def eval_(
     """
     import json
 
-    from rich.table import Table
-
+    from archspec.tables import Column, print_table
     from archspec.train.evaluation import evaluate
 
     loaded = _load_for_run(spec, data, checkpoint, allow_import)
@@ -292,17 +291,15 @@ def eval_(
                           "per_class": [{"class": c, "correct": k, "total": t, "acc": a}
                                         for c, k, t, a in result.per_class]}, indent=1))
         return
-    console.print(f"{result.checkpoint} (epoch {result.epoch}) on {result.num_images:,} test images: "
-                  f"test loss {result.test_loss:.4f}, test accuracy {100 * result.test_acc:.2f}%", highlight=False,
-                  soft_wrap=True)
-    table = Table(title="per-class accuracy")
-    table.add_column("class")
-    table.add_column("correct", justify="right")
-    table.add_column("total", justify="right")
-    table.add_column("accuracy", justify="right")
-    for name, correct, total, acc in result.per_class:
-        table.add_row(str(name), str(correct), str(total), "-" if total == 0 else f"{100 * acc:.2f}%")
-    console.print(table)
+    console.print(f"{escape(str(result.checkpoint))} (epoch {result.epoch}) on {result.num_images:,} test images: "
+                  f"test loss {result.test_loss:.4f}, test accuracy {100 * result.test_acc:.2f}%", highlight=False)
+    rows = result.per_class
+    print_table(console, [[Column("class", [str(name) for name, *_ in rows], wrap=True),
+                           Column("correct", [str(correct) for _, correct, _, _ in rows], justify="right"),
+                           Column("total", [str(total) for _, _, total, _ in rows], justify="right"),
+                           Column("accuracy", ["-" if total == 0 else f"{100 * acc:.2f}%"
+                                               for _, _, total, acc in rows], justify="right")]],
+                title="per-class accuracy")
 
 
 # --- recipes (archspec/recipes) ----------------------------------------------------------------
