@@ -350,7 +350,7 @@ def test_a_run_directory_in_use_is_refused_and_a_dead_owners_lock_is_taken_over(
     spec, recipe = _files(tmp_path, TINY_RECIPE.replace("epochs: 4", "epochs: 1"))
     run = tmp_path / "run"
     run.mkdir()
-    with RunLock(run, created=False):  # another owner (a second descriptor: flock locks conflict)
+    with RunLock(run):  # another owner (a second descriptor: flock locks conflict)
         busy = cli("train", spec, "--recipe", recipe, "--run-dir", run, "--device", "cpu", "--limit-train", "64")
         assert busy.exit_code == 2 and "Traceback" not in busy.output
         assert f"this run directory is in use by process {os.getpid()} on {socket.gethostname()}" in busy.output
@@ -363,7 +363,7 @@ def test_a_run_directory_in_use_is_refused_and_a_dead_owners_lock_is_taken_over(
     assert f"took over {run} from process 999999 on elsewhere, which ended without releasing it" in output
     assert not (run / LOCK_NAME).exists()  # released at the end
 
-    with RunLock(run, created=False):
+    with RunLock(run):
         resumed = cli("train", spec, "--resume", run, "--device", "cpu")
         assert resumed.exit_code == 2 and "in use by process" in resumed.output
 
@@ -468,7 +468,7 @@ def test_the_lr_suggestion_is_always_finite_and_positive():
     tiny = suggest_lr(5e-324, 5e-324)
     assert math.isfinite(tiny) and tiny > 0
     for base, failing in ((inf, inf), (nan, 0.0), (1e308, inf), (5e-324, nan)):
-        advice = lower_lr_advice(base, failing)
+        advice = lower_lr_advice(SimpleNamespace(optimizer=SimpleNamespace(lr=base)), failing)
         value = float(advice.split("--lr ")[1].split()[0])
         assert math.isfinite(value) and value > 0, advice
 

@@ -60,16 +60,19 @@ def suggest_lr(base_lr: float, failing_lr: float) -> float:
     return smallest / 10 or smallest  # a tenth that underflows to 0 is no suggestion
 
 
-def lower_lr_advice(base_lr: float, failing_lr: float) -> str:
-    return (f"Try a lower learning rate, e.g. --lr {suggest_lr(base_lr, failing_lr):.2g} "
-            f"(the recipe's is {base_lr:g})")
+def lower_lr_advice(recipe, failing_lr: float) -> str:
+    """"Try a lower learning rate, e.g. --lr X (where the run's lr came from)" for a `Recipe`."""
+    base_lr = float(recipe.optimizer.lr)
+    source = recipe.override_of("optimizer.lr") if hasattr(recipe, "override_of") else None
+    origin = f"this run's is {base_lr:g}, from {source}" if source else f"the recipe's is {base_lr:g}"
+    return f"Try a lower learning rate, e.g. --lr {suggest_lr(base_lr, failing_lr):.2g} ({origin})"
 
 
-def diverged_message(epoch: int, lr: float, problem: str, last_good: int, base_lr: float) -> str:
+def diverged_message(epoch: int, lr: float, problem: str, last_good: int, recipe) -> str:
     """The run stopped within `epoch`: what happened, what is kept, what to try."""
     kept = f"the checkpoints of epoch {last_good} are kept" if last_good else "last.pt holds the initial weights"
     return (f"training diverged in epoch {epoch} at learning rate {lr:.4g}: {problem}. "
-            f"Stopped; {kept}. {lower_lr_advice(base_lr, lr)}")
+            f"Stopped; {kept}. {lower_lr_advice(recipe, lr)}")
 
 
 # --- collapse to chance ----------------------------------------------------------------------------
@@ -124,7 +127,7 @@ class CollapseWatch(RunObserver):
             run.end(STATUS_DIVERGED,
                     f"training collapsed to chance at learning rate {lr:.4g}: {problem}, after losses up to "
                     f"{peak:.4g}. Stopped after epoch {row['epoch']} (best.pt holds the best epoch, "
-                    f"{run.history.best_epoch or '-'}). {lower_lr_advice(float(run.recipe.optimizer.lr), lr)}")
+                    f"{run.history.best_epoch or '-'}). {lower_lr_advice(run.recipe, lr)}")
         elif not self.warned:
             self.warned = True
             run.reporter.note(f"warning: the model is not learning: {problem}; check the learning rate "

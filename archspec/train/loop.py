@@ -30,8 +30,8 @@ Design notes:
 * `compile:` (archspec.train.torch_compile) wraps the model for the training steps only; the steps
   that compile are timed apart (`compile_seconds`) and left out of images/s.
 * No per-step host syncs: loss sum and correct count are accumulated as device tensors
-  (`_EpochMeter`) and read every `SYNC_EVERY` steps (progress + divergence check) and at the end of
-  the epoch.
+  (`_EpochMeter`) and read every `SYNC_EVERY` steps (progress + divergence check), when an observer
+  wants fresh numbers (the display asks by time, about every 2 s) and at the end of the epoch.
 * Exact resume: the checkpoint written at the end of every epoch holds model, optimizer, scheduler,
   scaler, every RNG state and the run's history. The data order is a function of (seed, epoch)
   (`loader.set_epoch`), so a resumed run replays exactly what an uninterrupted one would have done.
@@ -55,11 +55,18 @@ from archspec.io import is_disk_full
 from archspec.recipes.build import scheduler_due
 from archspec.train import distributed
 from archspec.train.checkpoint import ResumePoint, load_checkpoint, plain, reconcile_best, save_run
-from archspec.train.device import Precision
+from archspec.train.device import Precision, uses_recipe_threads
 from archspec.train.divergence import diverged_message, loss_problem
 from archspec.train.evaluation import evaluate_loader
-from archspec.train.observers import Progress, RunObserver, notify
-from archspec.train.rundir import remove_stale_temp_files, write_metrics, write_steps, write_yaml
+from archspec.train.observers import Progress, RunObserver, notify, progress_due
+from archspec.train.report import DEFAULT_LOG_EVERY_S
+from archspec.train.rundir import (
+    remove_stale_temp_files,
+    removes_unused_run_dir,
+    write_metrics,
+    write_steps,
+    write_yaml,
+)
 from archspec.train.setup import RunOptions, set_up
 from archspec.train.state import (
     STATUS_COMPLETED,
@@ -73,34 +80,36 @@ from archspec.train.state import (
 from archspec.train.stop import StopRequest
 from archspec.train.torch_compile import is_compile_error
 
-SYNC_EVERY = 25  # steps between reads of the running loss (progress, divergence check)
+SYNC_EVERY = 25  # steps between reads of the running loss (divergence check); the display also asks by time
 
 __all__ = ["RunResult", "train", "train_step"]
 
 
+@removes_unused_run_dir
+@uses_recipe_threads
 def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | None = None, device: str = "auto",
           run_dir: str | Path | None = None, runs_root: str | Path = "runs", limit_train: int | None = None,
           limit_test: int | None = None, resume: str | Path | None = None, workers: int | None = None,
           console: Console | None = None, progress: bool = True, quiet: bool = False,
           stop_after_epoch: int | None = None, observers: Sequence[RunObserver] = (),
-          memory_check: bool = True) -> RunResult:
+          log_every: float = DEFAULT_LOG_EVERY_S, memory_check: bool = True) -> RunResult:
     """Train `spec` (a loaded Spec) with `recipe` (a Recipe); write the run directory; return a RunResult.
 
     `resume` is a run directory (or its last.pt): the run continues there at the next epoch and
     ends exactly where an uninterrupted run would. `stop_after_epoch` ends the run cleanly
     (status "interrupted", resumable) after that epoch: for time-sliced jobs. Ctrl-C/SIGTERM do
     the same after the current batch. `observers` (archspec.train.observers) watch the run next to
-    the built-in ones. `memory_check=False` skips the refusal of a run whose memory estimate exceeds
-    the device's (archspec.footprint). Bad input raises ArchspecError; the status in the result
-    tells completed / interrupted / diverged apart.
+    the built-in ones. `log_every` (seconds) is the interval of the in-epoch progress line when
+    `console` is not a terminal (0: none). The recipe's `threads` apply for the run; a run directory
+    made for a start that then fails is removed again. `memory_check=False` skips the refusal of a
+    run whose memory estimate exceeds the device's (archspec.footprint). Bad input raises
+    ArchspecError; the status in the result tells completed / interrupted / diverged apart.
     """
     options = RunOptions(dataset=dataset, data_dir=data_dir, device=device, run_dir=run_dir, runs_root=runs_root,
                          limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
                          console=console, progress=progress, quiet=quiet, stop_after_epoch=stop_after_epoch,
-                         observers=tuple(observers), memory_check=memory_check)
-    # `owned` holds the run directory's lock (archspec.train.runlock) until the run is over; leaving
-    # it after a failed start (any exception, Ctrl-C included) removes what that start wrote.
-    with contextlib.ExitStack() as owned:
+                         observers=tuple(observers), log_every=log_every, memory_check=memory_check)
+    with contextlib.ExitStack() as owned:  # the run directory's lock (archspec.train.runlock), held to the end
         run, resume_point = set_up(spec, recipe, options, owned)
         _restore(run, resume_point)
         del resume_point  # the checkpoint's tensors are not needed any more
@@ -200,8 +209,7 @@ def _discard(run: Run, epoch: int, outcome: EpochOutcome) -> None:
         run.end(STATUS_INTERRUPTED, f"interrupted ({run.stop.signal_name}) during epoch {epoch}; "
                                     f"last.pt holds epoch {h.epoch}")
     else:
-        run.end(STATUS_DIVERGED, diverged_message(epoch, outcome.lr, outcome.diverged, h.epoch,
-                                                  float(run.recipe.optimizer.lr)))
+        run.end(STATUS_DIVERGED, diverged_message(epoch, outcome.lr, outcome.diverged, h.epoch, run.recipe))
 
 
 def _goes_on(run: Run, epoch: int) -> bool:
@@ -402,7 +410,10 @@ def _train_epoch(run: Run, epoch: int) -> EpochOutcome:
             notify(run, "on_step", meter.steps)
             if meter.nonfinite:
                 return cut_short(diverged=f"the loss became NaN/inf at step {meter.steps} of the epoch")
-            if meter.steps % SYNC_EVERY == 0 and meter.steps < meter.steps_total:
+            # Read the device every SYNC_EVERY steps (divergence check) and whenever an observer asks
+            # (the display, by time). Under DDP every rank must sync at the same steps: the count decides.
+            due = meter.steps % SYNC_EVERY == 0 or (not run.group.enabled and progress_due(run))
+            if due and meter.steps < meter.steps_total:
                 problem, loss, acc = meter.sync()
                 if problem:
                     return EpochOutcome(meter.steps, meter.all_images, loss, acc, time.perf_counter() - start,

@@ -1,4 +1,4 @@
-"""One process owns a run directory at a time, and a start that fails leaves no run directory behind.
+"""One process owns a run directory at a time: a lock file, held with an OS lock.
 
 Why a lock: two `archspec train` processes on the same run directory (a job submitted twice with
 the same --run-dir, or a resume started while the run still trains) would interleave their
@@ -7,14 +7,8 @@ RUN_DIR/.archspec.lock while it trains; the file names its pid and host, so a se
 can say who owns the run. The operating system drops the lock when its owner dies (kill -9 and
 power cuts included), so a lock file left behind by a dead process is stale by construction -
 no pid check, which a reused pid would fool - and the next process takes it over, and says so. (`flock` works on local disks and, on Linux, on
-NFS; where `fcntl` does not exist, e.g. Windows, runs are not locked.)
-
-Why the clean-up lives here too: the run directory is made early, before the data is loaded,
-so that an unwritable disk is found at once. A start that then fails (missing data, bad input,
-a full disk, Ctrl-C while loading) must not leave an empty or half-written `runs/<name>/`. The
-lock is held exactly over that span, and on release after a failure it removes the files
-archspec writes - only while the directory holds nothing resumable (no last.pt) - and the
-directory itself when this process created it.
+NFS; where `fcntl` does not exist, e.g. Windows, runs are not locked.) The lock file is removed
+on release, so a finished run directory holds only the run's files.
 """
 
 from __future__ import annotations
@@ -34,9 +28,6 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".archspec.lock"
-# What a start writes before its first checkpoint: removed again when that start fails.
-START_FILES = ("spec.yaml", "recipe.yaml", "metrics.csv", "metrics.jsonl", "steps.csv", "summary.json",
-               "curves.png", "lr.png")
 
 
 def _owner_text() -> str:
@@ -55,9 +46,8 @@ def _read_owner(path: Path) -> dict:
 class RunLock:
     """The ownership of one run directory (see the module docstring); a context manager."""
 
-    def __init__(self, run_dir: Path, *, created: bool) -> None:
+    def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
-        self.created = created  # this process made the directory: it may remove it after a failed start
         self.path = self.run_dir / LOCK_NAME
         self.fd: int | None = None
         self.took_over: dict = {}  # the previous owner, when its lock file was left behind
@@ -70,9 +60,6 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                if self.created:
-                    with contextlib.suppress(OSError):
-                        self.run_dir.rmdir()
                 raise ArchspecError(f"run directory is not writable: {exc.strerror or exc}", file=str(self.run_dir),
                                     hint="choose another --runs-dir / --run-dir, or fix its permissions") from None
             try:
@@ -111,33 +98,20 @@ class RunLock:
                              hint="one process trains a run at a time: wait for it to finish, stop it, or "
                                   "choose another --run-dir")
 
-    def release(self, *, failed: bool) -> None:
-        """Give the directory up; after a failed start also remove what the start wrote (see above)."""
+    def release(self) -> None:
+        """Give the directory up (idempotent)."""
         if self.fd is None:
             return
         with contextlib.suppress(OSError):
             self.path.unlink()  # before unlocking: a waiter that opened the old file sees it is gone
         os.close(self.fd)
         self.fd = None
-        if failed and not (self.run_dir / "last.pt").exists():
-            self._remove_start()
-
-    def _remove_start(self) -> None:
-        for name in START_FILES:
-            with contextlib.suppress(OSError):
-                (self.run_dir / name).unlink()
-        for temp in self.run_dir.glob(".*.tmp"):  # an atomic write cut short
-            with contextlib.suppress(OSError):
-                temp.unlink()
-        if self.created:
-            with contextlib.suppress(OSError):
-                self.run_dir.rmdir()  # only when empty: anything else in it is not ours to delete
 
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.release(failed=exc_type is not None)
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def stale_owner_note(lock: RunLock) -> str | None:
