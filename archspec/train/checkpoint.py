@@ -15,7 +15,13 @@ once before the first) holds everything an exact resume needs: the module, optim
 scaler and EMA states, every RNG state, and the run's `History` (metrics, per-step lr and loss,
 timings). `ResumePoint` reads one back and owns the resume checks: the same dataset, spec
 (name, fingerprint, layer shapes), number of processes and the recipe keys whose state the
-checkpoint carries (`RESUME_FROZEN_KEYS`).
+checkpoint carries (`RESUME_FROZEN_KEYS`), and the same data subset (--limit-train/--limit-test).
+
+Every reader (resume, eval, export) goes through the same two gates before using a file: its zip
+checksums (`damage`: torch.load does not check them, so flipped bytes would otherwise train on
+garbage), then its fields (archspec.train.checkpoint_schema). A damaged run checkpoint is refused
+naming the other one of its run directory. last.pt is written before best.pt, and
+`reconcile_best` / `weights_file` make a kill between the two writes harmless.
 """
 
 from __future__ import annotations
