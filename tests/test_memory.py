@@ -261,3 +261,113 @@ def test_bad_estimate_settings_are_one_line_errors(write):
     with pytest.raises(archspec.ArchspecError, match='device "tpu"'):
         estimate_memory(spec, model, Setup(2, "tpu"))
     assert json.loads(json.dumps(_estimate(spec, recipe, 2, "cuda", "auto").to_dict()))["precision"] == "bf16"
+
+
+def test_kinds_with_no_memory_knowledge_get_the_defaults(write):
+    """A plugin leaf kind keeps its input by default; a plugin composite's merge keeps nothing."""
+    from archspec.layers.base import register
+    from archspec.layers.composite import LAYER_LIST, Composite
+
+    class Twice(LayerKind):
+        name = "twice_mem"
+
+        def build(self, o, shape):
+            return torch.nn.Conv2d(shape[0], shape[0], 1)
+
+    class Sum(Composite):
+        name = "sum_mem"
+        options = {"layers": LAYER_LIST}
+
+        def combine(self, o, shape, outs):
+            return outs[0]
+
+        def build_composite(self, o, shape, children, out):
+            return children[0]
+
+    register(Twice)
+    register(Sum)
+    try:
+        spec = archspec.load_spec(write("plug.yaml", """
+            input: [2, 4, 4]
+            classes: 3
+            layers: [conv: 2, {sum_mem: {layers: [twice_mem, relu]}}, flatten, linear: classes]
+        """))
+        estimate = estimate_memory(spec, archspec.build_model(spec, device="meta"), Setup(5, "cpu", "fp32"))
+    finally:
+        del REGISTRY["twice_mem"], REGISTRY["sum_mem"]
+    image = 5 * 2 * 4 * 4 * 4
+    assert estimate.layers == {"conv1": image, "sum_mem1.twice_mem1": 0, "sum_mem1.relu1": image,
+                               "sum_mem1": image, "linear1": 0}
+
+
+# --- the count command ----------------------------------------------------------------------------
+
+
+def test_count_prints_training_memory_for_a_batch_size(cli):
+    result = cli("count", "specs/c5l3.yaml", "--batch-size", "32", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    spec = archspec.load_spec("specs/c5l3.yaml")
+    estimate = _estimate(spec, load_recipe("adam"), 32, "cpu", "auto")
+    from archspec.summary import human_bytes
+
+    assert f"training memory at batch 32 (cpu, fp32, adam): peak {human_bytes(estimate.peak_bytes)}" in result.output
+    assert f"saved for backward {human_bytes(estimate.activation_bytes)}" in result.output
+    assert f"adam state {human_bytes(estimate.optimizer_bytes)}" in result.output
+
+
+def test_count_json_carries_the_estimate_and_defaults_to_the_recipes_batch(cli, write):
+    result = cli("count", "specs/c5l3.yaml", "--json")
+    data = json.loads(result.output)
+    memory = data["memory"]
+    assert (memory["batch_size"], memory["device"], memory["precision"], memory["optimizer"]) == \
+           (64, "cuda", "bf16", "adam")  # c5l3 names recipe adam: batch 64; CUDA's auto precision is bf16
+    assert memory["peak_bytes"] == max(memory["forward_peak"], memory["backward_peak"], memory["step_peak"])
+    top = [row for row in data["layers"] if row["depth"] == 0]
+    loss = 64 * 10 * 4
+    assert sum(row["saved_bytes"] for row in top) + loss == memory["activation_bytes"]
+    conv = data["layers"][0]
+    assert (conv["kind"], conv["kernel"], conv["input_shape"]) == ("conv", "3x3", [3, 32, 32])
+    plain = json.loads(cli("count", write("s.yaml", "input: [4]\nclasses: 2\nlayers: [linear: classes]\n"),
+                           "--json", "--precision", "fp32").output)
+    assert plain["memory"]["batch_size"] == 64 and plain["memory"]["optimizer"] == "adam"  # like train: adam
+
+
+@pytest.mark.parametrize("columns", [60, 80, 200, None])
+def test_count_shows_every_number_whole_at_any_width(columns, cli, monkeypatch):
+    from archspec.summary import human, human_bytes
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)  # piped: no width limit
+    else:
+        monkeypatch.setenv("COLUMNS", str(columns))
+    result = cli("count", "specs/c5l3.yaml", "--batch-size", "128")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    if columns is not None:
+        assert max(len(line) for line in lines) <= columns
+    data = json.loads(cli("count", "specs/c5l3.yaml", "--batch-size", "128", "--json").output)
+    tokens = set(result.output.replace("\n", "  ").split("  "))
+    for row in data["layers"]:
+        assert f"{row['params']:,}" in result.output
+        if row["saved_bytes"]:
+            assert human_bytes(row["saved_bytes"]).strip() in {t.strip() for t in tokens}
+        if columns != 60 and row["macs"]:
+            assert human(row["macs"]) in result.output
+    memory = data["memory"]
+    assert f"peak {human_bytes(memory['peak_bytes'])} in the forward" in result.output
+    assert f"saved for backward {human_bytes(memory['activation_bytes'])}" in result.output
+
+
+def test_the_docs_memory_example_is_the_real_output(cli, monkeypatch):
+    """docs/cli.md shows `count specs/tutorial.yaml --batch-size 64 --device cpu` at 100 columns."""
+    import re
+
+    from .conftest import ROOT
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    section = text[text.index("## Training memory"):]
+    shown = re.search(r"```text\n(.*?)```", section, re.S).group(1)
+    monkeypatch.setenv("COLUMNS", "100")
+    result = cli("count", "specs/tutorial.yaml", "--batch-size", "64", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert [line.rstrip() for line in result.output.splitlines()] == shown.rstrip("\n").splitlines()

@@ -25,8 +25,8 @@ Methods (``o`` is the validated options mapping with defaults filled in; shapes 
                             it may call the helpers listed in ``layers/modules.py``'s ``__all__``.
     ``label(o, shape, written)`` the short text ``archspec count`` shows in its kind column.
                             Default: ``name``.
-    ``kernel(o)``           the window ``archspec count`` shows in its kernel column ("3x3").
-                            Default: "" (the kind has none).
+    ``kernel(o)``           the window ``archspec count`` shows in its kernel column ("3x3 s2");
+                            where that column is left out, after the label. Default: "" (none).
     ``saved(o, shape, out, device)`` what the built module keeps for backward (a `Saved`), for
                             the training-memory estimate (archspec/memory.py). Default: its input.
     ``tidy_options(o)``     make validated values canonical in place (e.g. a float slope).
@@ -179,7 +179,8 @@ class LayerKind:
         return self.name
 
     def kernel(self, o: dict) -> str:
-        """The window `archspec count` shows in its kernel column ("3x3"); "" when the kind has none."""
+        """The window (and stride) `archspec count` shows in its kernel column ("3x3 s2"); "" when the
+        kind has none. On a terminal too narrow for that column it follows the label."""
         return ""
 
     def saved(self, o: dict, shape: Shape, out: Shape, device: str) -> Saved:

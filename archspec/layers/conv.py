@@ -71,11 +71,8 @@ class Conv(LayerKind):
             )
         return (o["out"], oh, ow)
 
-    def label(self, o, shape, written):
-        return f"conv {o['kernel']}x{o['kernel']}" + (f" s{o['stride']}" if o["stride"] != 1 else "")
-
     def kernel(self, o):
-        return f"{o['kernel']}x{o['kernel']}"
+        return f"{o['kernel']}x{o['kernel']}" + (f" s{o['stride']}" if o["stride"] != 1 else "")
 
     def saved(self, o, shape, out, device):
         # the weight is a parameter (no new memory) unless autocast keeps a 16-bit copy of it

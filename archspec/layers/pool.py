@@ -52,10 +52,11 @@ class _Pool(LayerKind):
         return (c, oh, ow)
 
     def label(self, o, shape, written):
-        return f"{self._type(o)}pool {o['size']}x{o['size']}"
+        return f"{self._type(o)}pool"
 
     def kernel(self, o):
-        return f"{o['size']}x{o['size']}"
+        stride = o["stride"] or o["size"]
+        return f"{o['size']}x{o['size']}" + (f" s{stride}" if stride != o["size"] else "")
 
     def saved(self, o, shape, out, device):
         return _pool_saved(self._type(o), out)

@@ -30,7 +30,7 @@ class ResBlockKind(LayerKind):
     example = "resblock: {out: 128, stride: 2}"
 
     def label(self, o, shape, written):
-        return f"resblock x{o['convs']}" + (f" s{o['stride']}" if o["stride"] != 1 else "")
+        return f"resblock x{o['convs']}"
 
     def output_shape(self, o, shape):
         c, h, w = need_image(shape, "resblock")
@@ -45,7 +45,7 @@ class ResBlockKind(LayerKind):
         return ResBlock(shape[0], o["out"] or shape[0], o["stride"], o["convs"], o["bias"])
 
     def kernel(self, o):
-        return "3x3"
+        return "3x3" + (f" s{o['stride']}" if o["stride"] != 1 else "")
 
     def saved(self, o, shape, out, device):
         """Each conv's output is kept by the BN after it; with two convs the first BN's output,

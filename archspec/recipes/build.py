@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from torch.optim import lr_scheduler
 
 from archspec.errors import ArchspecError
-from archspec.memory import OptimizerMemory
+from archspec.memory import OptimizerMemory, Setup
 from archspec.recipes.recipe import OptimizerConfig, Recipe
 from archspec.recipes.schedule import phase_end_lrs, plan_phases, steps_per_unit
 
@@ -126,6 +126,12 @@ def optimizer_memory(cfg: OptimizerConfig, device: str) -> OptimizerMemory:
     if device == "cuda" and cfg.name in _FUSED_ON_CUDA:
         scratch = 0
     return OptimizerMemory(cfg.name, state, counters, scratch, scratch_all=device == "cuda" and scratch > 0)
+
+
+def memory_setup(recipe: Recipe, device: str, precision: str | None = None) -> Setup:
+    """What `archspec count` estimates training memory for: the recipe's batch size, precision
+    (unless `precision` is given) and optimizer, on `device` ("cuda" or "cpu")."""
+    return Setup(recipe.batch_size, device, precision or recipe.precision, optimizer_memory(recipe.optimizer, device))
 
 
 # --- scheduler -------------------------------------------------------------------------------
