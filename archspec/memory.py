@@ -173,10 +173,9 @@ class _Forward:
         return _Tensor(self.batch * numel * itemsize, itemsize, grad)
 
     def add(self, visit: Visit, saved: Saved, x: _Tensor, reads: list[_Tensor], out_numel: int,
-            out_itemsize: int, grads: int) -> _Tensor:
+            out_itemsize: int, act: int, grads: int) -> _Tensor:
         """Record one operation reading `reads` (its input `x` among them) and return its output.
-        Its own tensors ("act" dtype) take the dtype it computes in."""
-        act = compute_itemsize(saved, out_itemsize, self.lowp)
+        Its own tensors of dtype "act" take `act` bytes per element."""
         trains = x.grad or grads > 0 or any(t.grad for t in reads)
         out = self.tensor(out_numel, out_itemsize, trains)
         keeps: list[_Tensor] = []
@@ -204,7 +203,8 @@ class _Forward:
         if saved.alias:
             return x
         itemsize = compute_itemsize(saved, x.itemsize, self.lowp)
-        return self.add(visit, saved, x, [x], math.prod(node.out_shape), itemsize, self.trainable(visit.path))
+        return self.add(visit, saved, x, [x], math.prod(node.out_shape), itemsize, itemsize,
+                        self.trainable(visit.path))
 
     def composite(self, visit: Visit, x: _Tensor, outs: list[_Tensor]) -> _Tensor:
         node, impl = visit.node, visit.node.impl
@@ -214,9 +214,11 @@ class _Forward:
         places = impl.child_paths(len(node.children))
         own = self.trainable(visit.path) - sum(self.trainable(f"{visit.path}.{p}" if p else visit.path)
                                                for p in places)
-        itemsize = max(t.itemsize for t in outs)  # adding or stacking promotes to the widest dtype
+        paths = max(t.itemsize for t in outs)  # adding or stacking promotes to the widest dtype
+        act = compute_itemsize(saved, paths, self.lowp) if saved.compute == "lowp" else paths
+        itemsize = compute_itemsize(saved, paths, self.lowp) if saved.compute == "fp32" else paths
         # the merge reads every group's output and the input (a shortcut, a gate)
-        return self.add(visit, saved, x, [*outs, x], math.prod(node.out_shape), itemsize, own)
+        return self.add(visit, saved, x, [*outs, x], math.prod(node.out_shape), itemsize, act, own)
 
 
 def _program(visit: Visit, groups: list[list]):
@@ -264,6 +266,14 @@ def _resident(model, setup: Setup, input_numel: int) -> _Resident:
     )
 
 
+def _channels_last(model, device: str) -> bool:
+    """Whether training copies each batch to channels_last: on CUDA, for a model with a conv (the
+    rule of archspec.train.device.wants_channels_last, which this layer cannot import)."""
+    from torch import nn
+
+    return device == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def _forward_peak(ops: list[_Op], start: int) -> tuple[int, int]:
     """(peak, bytes alive at the end) of the forward, from `start` bytes alive before it; the end
     still holds autocast's cache, freed when the forward's autocast region closes."""
@@ -301,7 +311,6 @@ def estimate_memory(spec: Spec, model, setup: Setup) -> MemoryEstimate:
         raise ArchspecError(f"batch size must be at least 1, got {setup.batch_size}")
     precision = resolve_precision(setup.precision, setup.device)
     fw = _Forward(setup, precision, dict(model.named_modules()))
-    fw.modules[""] = model
     batch = fw.tensor(math.prod(spec.input_shape), 4, False)
     batch.pinned = True
     out = batch
@@ -310,6 +319,8 @@ def estimate_memory(spec: Spec, model, setup: Setup) -> MemoryEstimate:
     out.pinned = True  # the logits: the loss reads them and train_step returns them
     layers = _per_layer(fw.ops)  # before the replay, which uses up the keepers' counts
     res = _resident(model, setup, math.prod(spec.input_shape))
+    if _channels_last(model, setup.device):
+        res.batch += batch.nbytes  # train_step's channels_last copy of the inputs lives through the step
     classes = math.prod(spec.output_shape)
     loss = setup.batch_size * classes * 4  # cross-entropy keeps fp32 log-probabilities
     cast = setup.batch_size * classes * 4 if out.itemsize != 4 else 0  # 16-bit logits cast up first

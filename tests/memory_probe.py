@@ -126,13 +126,13 @@ def step_peak(spec, recipe, batch: int, precision: str = "fp32", steps: int = 2)
 
 
 def cuda_step_peak(spec, recipe, batch: int, precision: str = "bf16") -> int:
-    """Peak bytes allocated during a second `train_step` on a real GPU, above what was allocated
-    before the first (weights). cuDNN picks kernels without benchmarking, as the estimate ignores
-    workspaces."""
-    from archspec.train.device import resolve_precision
+    """Peak bytes allocated during the second of two `train_step`s on a real GPU (counting the model,
+    optimizer and batch, made here), with channels_last as `archspec train` sets it. cuDNN picks
+    kernels without benchmarking: the estimate leaves out workspaces, which benchmarking enlarges."""
+    from archspec.train.device import resolve_precision, wants_channels_last
 
     device = torch.device("cuda")
-    torch.backends.cudnn.benchmark = False
+    benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated()
     model = build_model(spec).to(device)
@@ -141,9 +141,12 @@ def cuda_step_peak(spec, recipe, batch: int, precision: str = "bf16") -> int:
     x = torch.randn(batch, *spec.input_shape, device=device)
     y = torch.randint(0, spec.num_classes, (batch,), device=device)
     prec = resolve_precision(precision, device)
-    train_step(model, x, y, criterion=criterion, optimizer=optimizer, precision=prec, device=device)
+    channels_last = wants_channels_last(model, device)  # as archspec.train does
+    for _ in range(2):  # the second step is the steady state
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        train_step(model, x, y, criterion=criterion, optimizer=optimizer, precision=prec, device=device,
+                   channels_last=channels_last)
     torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    train_step(model, x, y, criterion=criterion, optimizer=optimizer, precision=prec, device=device)
-    torch.cuda.synchronize()
+    torch.backends.cudnn.benchmark = benchmark
     return torch.cuda.max_memory_allocated() - base

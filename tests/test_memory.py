@@ -23,6 +23,7 @@ from archspec.recipes import load_recipe
 from archspec.recipes.build import optimizer_memory
 
 from . import memory_probe as probe
+from .conftest import ROOT
 
 LEAF_KINDS = sorted({impl.name for impl in REGISTRY.values() if not impl.composite})
 BATCH = 3
@@ -146,16 +147,29 @@ def test_training_step_estimate_is_within_10_percent_of_the_measured_peak(name, 
     assert estimate.peak_bytes == pytest.approx(measured, rel=0.10), (estimate.peak_phase, measured)
 
 
+def _kept_matches(spec, batch, device, precision):
+    estimate = estimate_memory(spec, archspec.build_model(spec, device="meta"), Setup(batch, device, precision))
+    loss = batch * spec.num_classes * 4  # the loss's log-probabilities: not part of the model
+    measured = probe.forward_kept_bytes(spec, batch, device, precision)
+    assert estimate.activation_bytes - loss == pytest.approx(measured, rel=0.01, abs=1)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_kept_activations_match_autograd_on_cuda_code_paths(name, precision, write):
     """The forward on fake CUDA tensors (fused dropout with bool masks, cuDNN batch norm, CUDA
     autocast) saves what the estimate for --device cuda counts as kept for backward."""
-    spec, recipe, batch = _load(write, name)
-    estimate = _estimate(spec, recipe, batch, "cuda", precision)
-    loss = batch * spec.num_classes * 4  # the loss's log-probabilities: not part of the model
-    measured = probe.forward_kept_bytes(spec, batch, "cuda", precision)
-    assert estimate.activation_bytes - loss == pytest.approx(measured, rel=0.01)
+    spec, _, batch = _load(write, name)
+    _kept_matches(spec, batch, "cuda", precision)
+
+
+SHIPPED = sorted(p.name for p in (ROOT / "specs").glob("*.yaml") if p.name != "airbench.yaml")  # airbench: slow
+
+
+@pytest.mark.parametrize(("device", "precision"), [("cuda", "bf16"), ("cpu", "fp32")])
+@pytest.mark.parametrize("name", SHIPPED)
+def test_kept_activations_of_every_shipped_spec_match_autograd(name, device, precision):
+    _kept_matches(archspec.load_spec(ROOT / "specs" / name), 4, device, precision)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -211,13 +225,19 @@ def test_optimizer_state_and_step_temporaries_match_torch(config, tmp_path):
     assert peak[opt] - state[opt] == pytest.approx(expected.scratch * 300 * 200 * 4, rel=0.01)
 
 
-def test_estimate_precision_rules_agree_with_training():
+def test_estimate_precision_and_layout_rules_agree_with_training(write):
+    from archspec.memory import _channels_last
     from archspec.train.device import resolve_precision as training_precision
+    from archspec.train.device import wants_channels_last
 
-    for device in ("cpu", "cuda"):
-        for name in ("auto", "fp32", "bf16"):
-            assert resolve_precision(name, device) == training_precision(name, torch.device(device)).name \
-                if device == "cpu" or torch.cuda.is_available() else True
+    for name in ("conv_bn_pool", "mlp"):
+        model = archspec.build_model(_load(write, name)[0], device="meta")
+        for device in ("cpu", "cuda"):
+            assert _channels_last(model, device) == wants_channels_last(model, torch.device(device))
+
+    for device, names in (("cpu", ("auto", "fp32", "bf16")), ("cuda", ("auto", "fp32", "bf16", "fp16"))):
+        for name in names:
+            assert resolve_precision(name, device) == training_precision(name, torch.device(device)).name
     assert resolve_precision("auto", "cuda") == "bf16" and resolve_precision("auto", "cpu") == "fp32"
     with pytest.raises(archspec.ArchspecError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", "cpu")
@@ -361,8 +381,6 @@ def test_count_shows_every_number_whole_at_any_width(columns, cli, monkeypatch):
 def test_the_docs_memory_example_is_the_real_output(cli, monkeypatch):
     """docs/cli.md shows `count specs/tutorial.yaml --batch-size 64 --device cpu` at 100 columns."""
     import re
-
-    from .conftest import ROOT
 
     text = (ROOT / "docs" / "cli.md").read_text()
     section = text[text.index("## Training memory"):]

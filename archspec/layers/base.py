@@ -92,6 +92,8 @@ class Saved:
     `alias`: the output is the input itself or a view of it (flatten, identity): no new memory.
     `compute`: what autocast does with it: "lowp" (conv, linear: input and weights cast to
     bf16/fp16, output in bf16/fp16), "fp32" (softmax: cast up), "follow" (keeps the input's dtype).
+    For a composite, "lowp" sets the dtype of its own `held` tensors (a projection's), "fp32" that
+    of its output; otherwise both are its groups' widest output dtype.
     `cast`: weight elements autocast copies to 16 bits (cached through the forward) and the layer
     keeps for backward (a conv's weights; their biases' copies are not kept). `cast_if_grad`: the
     same, kept only when the input needs a gradient (a linear's weights: without one, the weight

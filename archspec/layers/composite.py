@@ -248,9 +248,11 @@ class Parallel(Composite):
         stacked = Held(paths * prod(out))
         if o["merge"] != "gated":
             return Saved(temp=(stacked,))
-        gate = (Held(paths),) if len(shape) == 1 else (Held(shape[0]), Held(paths))
-        return Saved(input=len(shape) == 1, held=(stacked, *gate), cast_if_grad=shape[0] * paths,
-                     temp=(stacked,))
+        # CUDA autocast runs the softmax in fp32, and the product with fp32 weights is fp32 too
+        weights = Held(paths, "fp32" if device == "cuda" else "act")
+        gate = (weights,) if len(shape) == 1 else (Held(shape[0]), weights)
+        return Saved(input=len(shape) == 1, held=(stacked, *gate), compute="fp32" if device == "cuda" else "follow",
+                     cast_if_grad=shape[0] * paths, temp=(stacked,))
 
     def extra_macs(self, o, shape, out):
         return shape[0] * len(self.child_lists(o)) if o["merge"] == "gated" else 0
