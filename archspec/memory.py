@@ -167,7 +167,7 @@ class _Forward:
         self.ops: list[_Op] = []
 
     def trainable(self, path: str) -> int:
-        return sum(p.numel() for p in self.modules[path].parameters() if p.requires_grad) if path else 0
+        return sum(p.numel() for p in self.modules[path].parameters() if p.requires_grad)
 
     def tensor(self, numel: int, itemsize: int, grad: bool) -> _Tensor:
         return _Tensor(self.batch * numel * itemsize, itemsize, grad)
@@ -182,7 +182,7 @@ class _Forward:
         held = cached = 0
         if trains:  # without a graph nothing is kept
             if saved.input and self.lowp and saved.compute == "lowp" and x.itemsize != self.lowp:
-                held += self.batch * (x.nbytes // (self.batch * x.itemsize)) * self.lowp  # a 16-bit copy
+                held += x.nbytes // x.itemsize * self.lowp  # autocast keeps a 16-bit copy of a 32-bit input
             elif saved.input:
                 keeps.append(x)
             if saved.output:
@@ -252,7 +252,7 @@ class _Resident:
 
 
 def _resident(model, setup: Setup, input_numel: int) -> _Resident:
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     trained = [p for p in params if p.requires_grad]
     grads = sum(p.numel() for p in trained) * 4
     opt = setup.optimizer
