@@ -132,78 +132,72 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _layouts(summary: Summary, depth: int | None) -> list[list]:
-    """The table's layouts, richest first: each leaner one drops a low-value column."""
+def _count_layouts(summary: Summary, depth: int | None) -> list:
+    """The `count` table, richest layout first (archspec.tables): on a narrow terminal the index,
+    input and MACs go first, then the kernel column (the kernel then follows the kind), then the
+    layer name and its kind share one column (the kind below the name)."""
     from archspec.tables import Column, without
 
     rows = [row for row in summary.layers if depth is None or row.depth < depth]
     names = ["  " * row.depth + row.name.split(".")[-1] for row in rows]
     kinds = [f"{row.kind} {row.kernel}".rstrip() for row in rows]  # where the kernel column is left out
-    index = Column("#", [row.index for row in rows], justify="right", style="dim")
-    layer = Column("layer", names)
-    kind = Column("kind", [row.kind for row in rows], wrap=True)
-    kernel = Column("kernel", [row.kernel for row in rows])
-    kind_kernel = Column("kind", kinds, wrap=True)
+    params = [f"{r.params:,}" if r.params == r.trainable else f"{r.params:,} ({r.trainable:,} tr.)" for r in rows]
     shape_in = Column("input", [fmt_shape(tuple(row.input_shape)) for row in rows], justify="right")
-    shape_out = Column("output", [fmt_shape(tuple(row.output_shape)) for row in rows], justify="right")
-    params = Column("params", [f"{row.params:,}" if row.params == row.trainable
-                               else f"{row.params:,} ({row.trainable:,} tr.)" for row in rows],
-                    justify="right", wrap=True)
+    output = Column("output", [fmt_shape(tuple(row.output_shape)) for row in rows], justify="right")
+    params_column = Column("params", params, justify="right", wrap=True)
     macs = Column("MACs", [human(row.macs) if row.macs else "" for row in rows], justify="right")
     both = Column("layer / kind", [f"{name}\n{'  ' * row.depth}  {k}" for name, row, k in zip(names, rows, kinds,
                                                                                              strict=True)],
                   wrap=True)
-    tail = [params, macs]
-    if summary.memory is not None:
-        saved = Column("saved", [human_bytes(r.saved_bytes) if r.saved_bytes else "" for r in rows], justify="right")
-        tail = [params, macs, saved]
-    full = [index, layer, kind, kernel, shape_in, shape_out, *tail]
-    lean = [index, layer, kind_kernel, shape_out, *tail]
+    tail = [params_column, macs]
+    if summary.memory is not None:  # what each layer keeps for backward at the estimate's batch size
+        tail.append(Column("saved", [human_bytes(r.saved_bytes) if r.saved_bytes else "" for r in rows],
+                           justify="right"))
+    head = [Column("#", [row.index for row in rows], justify="right", style="dim"), Column("layer", names)]
+    full = [*head, Column("kind", [row.kind for row in rows], wrap=True),
+            Column("kernel", [row.kernel for row in rows]), shape_in, output, *tail]
+    lean = [*head, Column("kind", kinds, wrap=True), output, *tail]
     return [full, without(full, "#"), without(full, "#", "input"), without(lean, "#"), without(lean, "#", "MACs"),
-            [both, shape_out, *without(tail, "MACs")], [both, shape_out, params]]
+            [both, output, *without(tail, "MACs")], [both, output, params_column]]
 
 
 def print_summary(console: Console, spec: Spec, summary: Summary, depth: int | None = None) -> None:
-    """Print `summary` as a table on a rich `console` (layers nested `depth` or deeper are left out)."""
-    from archspec.tables import print_table
+    """Print `summary` as a table on a rich `console` (layers nested `depth` or deeper are left out),
+    then the totals and, when estimated, the training memory.
+
+    The table fits the console without cutting a value (archspec.tables); the totals line wraps
+    between its items, never inside one.
+    """
+    from rich.text import Text
+
+    from archspec.tables import print_items, print_table
 
     title = f"{spec.name}  {fmt_shape(spec.input_shape)} -> {fmt_shape(spec.output_shape)}"
-    print_table(console, _layouts(summary, depth), title=title)
+    print_table(console, _count_layouts(summary, depth), title=title)
     frozen = summary.total_params - summary.trainable_params
-    parts = [f"[bold]total params[/] {summary.total_params:,}", f"trainable {summary.trainable_params:,}"]
-    if frozen:
-        parts.append(f"frozen {frozen:,}")
+    parts = [Text.assemble(("total params", "bold"), f" {summary.total_params:,}"),
+             f"trainable {summary.trainable_params:,}"]
+    parts += [f"frozen {frozen:,}"] if frozen else []
     parts += [f"fp32 size {summary.fp32_bytes / 2**20:.2f} MB", f"MACs/sample {human(summary.macs)}"]
-    print_parts(console, parts)
+    print_items(console, parts)
     if summary.memory is not None:
         print_memory(console, summary.memory)
 
 
 def print_memory(console: Console, m: MemoryEstimate) -> None:
     """The training-memory lines under the table: the peak, then what it is made of."""
-    autocast = "" if m.precision == "fp32" else " autocast"
-    print_parts(console, [f"[bold]training memory[/] at batch {m.batch_size}",
-                          f"({m.device}, {m.precision}{autocast}, {m.optimizer}):",
-                          f"peak {human_bytes(m.peak_bytes)} in the {m.peak_phase}"], sep=" ")
-    print_parts(console, [f"weights {human_bytes(m.params_bytes)}", f"gradients {human_bytes(m.grads_bytes)}",
-                          f"{m.optimizer} state {human_bytes(m.optimizer_bytes)}",
-                          f"batch {human_bytes(m.batch_bytes)}",
-                          f"saved for backward {human_bytes(m.activation_bytes)}"], indent="  ")
-
-
-def print_parts(console: Console, parts: list[str], sep: str = "   ", indent: str = "") -> None:
-    """Print `parts` (rich markup) `sep` apart, a part that would cross the console's right edge
-    starting a new line: a label and its number always stay on one line."""
     from rich.text import Text
 
-    line = ""
-    for part in parts:
-        joined = f"{line}{sep}{part}" if line else indent + part
-        if line and Text.from_markup(joined).cell_len > console.width:
-            console.print(line, highlight=False, soft_wrap=True)
-            joined = indent + part
-        line = joined
-    console.print(line, highlight=False, soft_wrap=True)
+    from archspec.tables import print_items
+
+    autocast = "" if m.precision == "fp32" else " autocast"
+    print_items(console, [Text.assemble(("training memory", "bold"), f" at batch {m.batch_size}"),
+                          f"({m.device}, {m.precision}{autocast}, {m.optimizer}):",
+                          f"peak {human_bytes(m.peak_bytes)} in the {m.peak_phase}"], gap=" ")
+    print_items(console, [f"weights {human_bytes(m.params_bytes)}", f"gradients {human_bytes(m.grads_bytes)}",
+                          f"{m.optimizer} state {human_bytes(m.optimizer_bytes)}",
+                          f"batch {human_bytes(m.batch_bytes)}",
+                          f"saved for backward {human_bytes(m.activation_bytes)}"])
 
 
 __all__ = ["Row", "Summary", "summarize", "print_summary", "print_memory", "human", "human_bytes", "fmt_shape"]

@@ -164,20 +164,27 @@ def print_table(console: Console, layouts: Sequence[Sequence[Column]], **style) 
             console.print(line, soft_wrap=True)
 
 
-def _packed(pairs: list[Text], width: int, *, first: str, rest: str) -> list[Text]:
-    """Lines of `pairs` joined by two spaces, each line as full as `width` allows, a pair never split."""
+def _packed(pairs: list[Text], width: int, *, first: str, rest: str, gap: str = "  ") -> list[Text]:
+    """Lines of `pairs` joined by `gap`, each line as full as `width` allows, a pair never split."""
     lines: list[Text] = []
     line, empty = Text(first), True
     for pair in pairs:
-        if not empty and line.cell_len + 2 + pair.cell_len > width:
+        if not empty and line.cell_len + len(gap) + pair.cell_len > width:
             lines.append(line)
             line, empty = Text(rest), True
         if not empty:
-            line.append("  ")
+            line.append(gap)
         line.append_text(pair)
         empty = False
     lines.append(line)
     return lines
+
+
+def print_items(console: Console, items: Sequence[str | Text], *, gap: str = "   ") -> None:
+    """Print labelled values (`total params 1,234`) on as few lines as the console allows, each item
+    whole: a narrow terminal puts the next item on the next line instead of splitting one."""
+    for line in _packed([_text(item) for item in items], console.width, first="", rest="", gap=gap):
+        console.print(line, soft_wrap=True)
 
 
 def without(columns: Sequence[Column], *headers: str) -> list[Column]:
