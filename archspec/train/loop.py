@@ -102,7 +102,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     the built-in ones. `log_every` (seconds) is the interval of the in-epoch progress line when
     `console` is not a terminal (0: none). The recipe's `threads` apply for the run; a run directory
     made for a start that then fails is removed again. `memory_check=False` skips the refusal of a
-    run whose memory estimate exceeds the device's (archspec.footprint). Bad input raises
+    run whose memory estimate exceeds the device's free memory (archspec.train.memory_check). Bad input raises
     ArchspecError; the status in the result tells completed / interrupted / diverged apart.
     """
     options = RunOptions(dataset=dataset, data_dir=data_dir, device=device, run_dir=run_dir, runs_root=runs_root,

@@ -61,7 +61,7 @@ class RunOptions:
     stop_after_epoch: int | None = None
     observers: Sequence[RunObserver] = ()
     log_every: float = DEFAULT_LOG_EVERY_S  # in-epoch progress line interval when not on a terminal
-    memory_check: bool = True  # refuse a run whose memory estimate exceeds the device's (archspec.footprint)
+    memory_check: bool = True  # refuse a run that cannot fit in the device's memory (train.memory_check)
 
 
 def set_up(spec, recipe: Recipe, options: RunOptions, owned: contextlib.ExitStack) -> tuple[Run, ResumePoint | None]:
@@ -83,7 +83,7 @@ def set_up(spec, recipe: Recipe, options: RunOptions, owned: contextlib.ExitStac
     compile_mode = resolve_compile(recipe.compile, device)
     configure_backends(device)
     if options.memory_check:  # before anything is allocated; rank 0 decides for all
-        group.decide(lambda: _check_memory(spec, recipe, device, precision, group))
+        group.decide(lambda: _check_memory(spec, recipe, device, group))
 
     resume = ResumePoint.open(options.resume) if options.resume is not None else None
     limits = (resume.limits(options.limit_train, options.limit_test) if resume is not None
@@ -110,14 +110,13 @@ def set_up(spec, recipe: Recipe, options: RunOptions, owned: contextlib.ExitStac
     return run, resume
 
 
-def _check_memory(spec, recipe: Recipe, device: torch.device, precision, group: Group) -> None:
-    """Refuse a run whose least memory need exceeds what the device has free (archspec.footprint)."""
-    from archspec.footprint import check_fits, training_footprint
+def _check_memory(spec, recipe: Recipe, device: torch.device, group: Group) -> None:
+    """Refuse a run whose training step cannot fit in the device's free memory (archspec.train.memory_check)."""
+    from archspec.train.memory_check import check_memory
 
-    footprint = training_footprint(spec, recipe, autocast=precision.autocast_dtype is not None)
     # CPU processes of one machine share its RAM; GPUs are one per process.
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", group.world_size)) if device.type == "cpu" else 1
-    check_fits(footprint, device, processes=processes)
+    check_memory(spec, recipe, device, processes=processes)
 
 
 def _pick_dataset(spec, recipe: Recipe, dataset: str | None) -> str:
