@@ -6,7 +6,8 @@ fonts, scripts or stylesheets fetched from a CDN). Every string that comes from 
 run names, recipe values, error messages) goes through `html.escape`, so a spec named
 ``<script>`` is shown, not executed.
 
-Sections: the comparison table (as `archspec compare` prints it) and the overlaid curves; each
+Sections: the comparison table (as `archspec compare` prints it) and the overlaid curves; for runs
+that are trials of an `archspec tune` study, the study's figures (experiments.study_figures); each
 distinct spec's layer table (`archspec.summarize`); then every run's own curves (its curves.png,
 or drawn from its metrics when the picture is missing).
 """
@@ -138,6 +139,7 @@ def _run_html(run: Run, row: dict[str, Any]) -> str:
 def build_html(runs: list[Run], *, title: str = "archspec report", sort: str | None = None) -> str:
     """The whole page as a string."""
     from archspec.experiments.figures import figure_png, overlay_figure
+    from archspec.experiments.study_figures import study_sections
 
     if not runs:
         raise ArchspecError("no runs to report")
@@ -158,6 +160,7 @@ def build_html(runs: list[Run], *, title: str = "archspec report", sort: str | N
                      "these runs</p>")
     if any(run.metrics for run in table.runs):
         parts.append(_img(figure_png(overlay_figure(table.runs, table.labels())), "overlaid curves of all runs"))
+    parts.extend(study_sections(table.runs))  # runs of an `archspec tune` study: Optuna's figures
 
     parts.append("<h2>Architectures</h2>")
     seen: dict[str, str] = {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ DIVERGENCE_FACTOR = 10.0  # running loss above this multiple of the first loss =
 PLOT_EVERY_SECONDS = 60.0  # redraw curves.png / lr.png during a run at most this often (and at the end)
 
 STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_DIVERGED = "completed", "interrupted", "diverged"
+STATUS_STOPPED = "stopped"  # ended early, for good, at the request of `on_epoch` (e.g. a tuning pruner)
 # Recipe keys a resumed run may not change: their state (optimizer moments, scheduler position,
 # steps per epoch) comes from the checkpoint, so a new value would be silently ignored or break.
 RESUME_FROZEN_KEYS = ("optimizer", "schedule", "batch_size", "ema", "drop_last")
@@ -370,14 +372,17 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
           run_dir: str | Path | None = None, runs_root: str | Path = "runs", limit_train: int | None = None,
           limit_test: int | None = None, resume: str | Path | None = None, workers: int | None = None,
           console: Console | None = None, progress: bool = True, quiet: bool = False,
-          stop_after_epoch: int | None = None) -> RunResult:
+          stop_after_epoch: int | None = None,
+          on_epoch: Callable[[list[dict[str, Any]]], str | None] | None = None) -> RunResult:
     """Train `spec` (a loaded Spec) with `recipe` (a Recipe); write the run directory; return a RunResult.
 
     `resume` is a run directory (or its last.pt): the run continues there at the next epoch and
     ends exactly where an uninterrupted run would. `stop_after_epoch` ends the run cleanly
     (status "interrupted", resumable) after that epoch: for time-sliced jobs. Ctrl-C/SIGTERM do
-    the same after the current batch. Bad input raises ArchspecError; the status in the result
-    tells completed / interrupted / diverged apart.
+    the same after the current batch. `on_epoch(metrics)` is called on rank 0 after every epoch but
+    the last with the metric rows so far; a string it returns ends the run there for good (status
+    "stopped", the string is the reason): how `archspec tune` prunes a trial. Bad input raises
+    ArchspecError; the status in the result tells completed / interrupted / diverged / stopped apart.
     """
     import archspec
     from archspec.data.loader import make_loaders
@@ -614,6 +619,11 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
                             last_plot = time.monotonic()
                     reporter.epoch_row(row, epochs)
                     stop_now = group.any(stop.requested, dev)  # every rank stops after the same epoch
+                    if on_epoch is not None and epoch < epochs:
+                        verdict = on_epoch(list(state.metrics)) if group.is_main else None
+                        if group.any(bool(verdict), dev):
+                            status, message = STATUS_STOPPED, f"stopped after epoch {epoch}: {verdict or 'by rank 0'}"
+                            break
                     if epoch < epochs and (stop_now or (stop_after_epoch is not None
                                                         and epoch >= stop_after_epoch)):
                         status = STATUS_INTERRUPTED
