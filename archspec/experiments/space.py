@@ -68,7 +68,7 @@ SCHEMA = {
     "properties": {
         "metric": {"enum": list(METRICS)},
         "direction": {"enum": ["maximize", "minimize"]},
-        "params": {"type": "object", "minProperties": 1,
+        "params": {"type": "object",
                    "additionalProperties": {"anyOf": [{"type": "array", "minItems": 1, "items": SCALAR}, _RANGE]}},
         **{key: {"anyOf": [{"enum": list(SAMPLERS if key == "sampler" else PRUNERS)},
                            {"type": "object", "additionalProperties": False, "required": ["name"], **spec}]}
@@ -192,6 +192,9 @@ def read_space(path: str | Path, *, sampler: str | None = None, pruner: str | No
     if not isinstance(data, dict):
         raise ArchspecError("a search space must be a mapping with `params:`", file=file, line=1, col=1)
     validate_against(data, SCHEMA, positions, file)
+    if not data["params"]:
+        raise _error(positions, file, ("params",), "no parameters to search: list at least one",
+                     hint="e.g. params: {optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}}")
     params = [_param(str(key), raw, positions, file) for key, raw in data["params"].items()]
     metric = data.get("metric", "test_acc")
     space = SearchSpace(file=file, params=params, metric=metric,
@@ -209,15 +212,21 @@ def read_space(path: str | Path, *, sampler: str | None = None, pruner: str | No
     if space.sampler["name"] == "grid":
         for param in params:
             if param.grid_values() is None:
-                raise _error(positions, file, ("params", param.key),
+                raise _error(positions, file, ("params", param.key, "<key>"),
                              "the grid sampler needs a list of values (or an int range) for every parameter",
                              hint=f"e.g. {param.key}: [{param.low:g}, {param.high:g}]")
     return space
 
 
-def check_against(space: SearchSpace, apply: Callable[[Param, Any], None]) -> None:
-    """Apply every edge value of every parameter through `apply(param, value)`; an ArchspecError it
-    raises is re-raised at the parameter's line in the space file (with the spec's location, if any)."""
+def check_against(space: SearchSpace, apply: Callable[[Param, Any], None], spec_vars: dict[str, Any]) -> None:
+    """Check that every `vars.NAME` is one of `spec_vars`, then apply every edge value of every parameter
+    through `apply(param, value)`; an ArchspecError it raises is re-raised at the parameter's line in the
+    space file (with the spec's location, if any)."""
+    for param in space.params:
+        if param.var is not None and param.var not in spec_vars:
+            raise _error(space.positions, space.file, ("params", param.key, "<key>"),
+                         f'the spec has no variable "{param.var}"{did_you_mean(param.var, spec_vars)}; '
+                         f"its vars: {', '.join(spec_vars) or 'none'}")
     for param in space.params:
         for value in param.edges():
             try:
@@ -225,5 +234,5 @@ def check_against(space: SearchSpace, apply: Callable[[Param, Any], None]) -> No
             except ArchspecError as e:
                 from_set = not e.file and (e.path or "").startswith("--set")
                 detail = e.message if from_set else str(e)
-                raise _error(space.positions, space.file, ("params", param.key),
+                raise _error(space.positions, space.file, ("params", param.key, "<key>"),
                              f"{param.key}={value!r} does not work: {detail}", hint=e.hint) from None

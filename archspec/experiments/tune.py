@@ -152,7 +152,7 @@ def plan(spec: str | Path, recipe: str, space: str | Path, *, trials: int | None
         else:
             study.load_recipe([override(param.key, value)])
 
-    check_against(search, apply)
+    check_against(search, apply, dict(study.spec.source.get("vars") or {}))
     return study
 
 
