@@ -259,3 +259,32 @@ def test_spec_vars_can_be_set_when_loading(study_files):
     assert wide.vars["width"] == 32 and wide.resolved["layers"][0]["conv"]["out"] == 32
     with pytest.raises(ArchspecError, match='no variable "widht" to set \\(did you mean "width"\\?\\)'):
         archspec.load_spec(spec, vars={"widht": 4})
+
+
+def test_a_diverged_trial_counts_as_the_worst_value(tmp_path, write):
+    """Optuna's samplers skip failed trials; a diverged one must count, as the worst score, or a
+    learning-rate search keeps proposing learning rates that diverge."""
+    from .test_compare import TINY_SPEC
+
+    spec = write("tiny.yaml", TINY_SPEC)
+    space = write("lr.yaml", "params:\n  optimizer.lr: [1.0e+6, 1.0e-3]\nsampler: grid\npruner: none\n")
+    study = tn.plan(spec, "quick", space, out=tmp_path / "study", sets=["batch_size=16"])
+    result = tn.run(study, options=tn.TrainOptions(device="cpu", limit_train=64, limit_test=32, quiet=True,
+                                                   progress=False))
+    by_lr = {r["params"]["optimizer.lr"]: r for r in result.rows}
+    assert by_lr[1e6]["state"] == "COMPLETE" and by_lr[1e6]["value"] == 0.0 and by_lr[1e6]["status"] == "diverged"
+    assert load_run(tmp_path / "study" / by_lr[1e6]["run_dir"]).status == "diverged"
+    assert by_lr[1e-3]["value"] > 0 and result.best["params"] == {"optimizer.lr": 1e-3}
+
+
+def test_shipped_and_documented_search_spaces_are_valid(write):
+    import re
+
+    for path in sorted((ROOT / "specs" / "spaces").glob("*.yaml")):
+        study = tn.plan(ROOT / "specs" / "tutorial.yaml", "sgd", path, trials=12)
+        assert study.space.params, path
+    text = (ROOT / "docs" / "experiments.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if b.lstrip().startswith(("metric", "params"))]
+    assert blocks
+    for i, block in enumerate(blocks):
+        assert sp.read_space(write(f"doc{i}.yaml", block)).params

@@ -158,6 +158,10 @@ class RayExecutor:
             fits.append(total.get("GPU", 0.0) // self.gpus)
         return max(1, int(min(fits)))
 
+    def threads(self) -> int:
+        """torch threads for one task: the CPUs it reserved (at least 1)."""
+        return max(1, int(self.cpus))
+
     def cancel(self, handles: list) -> None:
         for handle in handles:
             self.ray.cancel(handle, force=True)

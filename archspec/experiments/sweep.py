@@ -250,6 +250,7 @@ class TrainOptions:
     limit_test: int | None = None
     progress: bool = True
     quiet: bool = False
+    threads: int | None = None  # torch's CPU threads (a Ray task: its CPUs; None: leave torch's default)
 
 
 @dataclass
@@ -281,6 +282,10 @@ def run_cell(cell: Cell, options: TrainOptions, owner: str | None = None, on_epo
         from archspec.experiments.folder_lock import check_visible
 
         check_visible(cell.run_dir.parent, owner)
+    if options.threads:  # a reused Ray worker keeps the thread count of its first task's OMP_NUM_THREADS
+        import torch
+
+        torch.set_num_threads(options.threads)
     state = cell_state(cell)
     host = socket.gethostname()
     if state == "done":
@@ -317,7 +322,7 @@ def run(cells: list[Cell], out: Path, *, data: str | None = None, data_dir: str 
     options = TrainOptions(data=data, data_dir=data_dir, device=device, limit_train=limit_train,
                            limit_test=limit_test, progress=progress and local, quiet=quiet)
     if not local:  # workers may start in another directory (or on another node): give them whole paths
-        options = for_workers(options)
+        options = for_workers(options, executor)
         cells = [replace(cell, run_dir=cell.run_dir.absolute()) for cell in cells]
     result = SweepResult(out=out, cells=cells)
     with lock_folder(out) as lock:
@@ -358,9 +363,11 @@ def run(cells: list[Cell], out: Path, *, data: str | None = None, data_dir: str 
     return result
 
 
-def for_workers(options: TrainOptions) -> TrainOptions:
-    """The options with the data folder as a whole path, for a task that may start elsewhere."""
-    return replace(options, data_dir=None if options.data_dir is None else Path(options.data_dir).absolute())
+def for_workers(options: TrainOptions, executor) -> TrainOptions:
+    """The options for a task that may start elsewhere: the data folder as a whole path, and torch's
+    thread count set to the CPUs the task reserved."""
+    return replace(options, data_dir=None if options.data_dir is None else Path(options.data_dir).absolute(),
+                   threads=executor.threads())
 
 
 def _head(cell: Cell, cells: list[Cell]) -> str:

@@ -12,6 +12,8 @@ How a study is laid out (OUT defaults to runs/tune-<spec>-<space file>):
 
 Pruning: every epoch's metric (test accuracy by default) is reported to the study; when the pruner
 says so, the trial's training stops after that epoch (run status "stopped", trial state PRUNED).
+A diverged trial is told the worst value (0 for an accuracy): Optuna's samplers ignore failed
+trials, and a learning-rate search that ignored divergence would keep proposing it.
 
 Resuming after a kill: the command holds the folder's lock (folder_lock) while it runs, so a
 trial still "running" in the study when the command starts again was abandoned by a dead process.
@@ -165,7 +167,14 @@ def _sampler(optuna, space: SearchSpace, offset: int):
     if cfg["name"] == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if cfg["name"] == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        class AskTellGrid(optuna.samplers.GridSampler):
+            """GridSampler calls `study.stop()` when the grid is done, which only works inside
+            `study.optimize`; here the trial count (at most the grid's size) ends the study."""
+
+            def after_trial(self, study, trial, state, values) -> None:
+                pass
+
+        return AskTellGrid(space.grid(), seed=seed)
     extra = {"n_startup_trials": int(cfg["startup_trials"])} if "startup_trials" in cfg else {}
     return optuna.samplers.TPESampler(seed=seed, **extra)
 
@@ -279,7 +288,15 @@ class StudyKeeper:
             return "RUNNING"
         if status == "completed" and last is not None:
             return self.study.tell(trial, last[1]).state.name
+        if status == "diverged":  # not a failure to ignore: the sampler must learn to stay away from it
+            return self.study.tell(trial, self.worst()).state.name
         return self.study.tell(trial, state=state.PRUNED if status == "stopped" else state.FAIL).state.name
+
+    def worst(self) -> float:
+        """The value a diverged trial counts as: 0 for an accuracy, else the worst number there is."""
+        if self.space.direction == "maximize":
+            return 0.0 if self.space.metric.endswith("_acc") else -math.inf
+        return math.inf
 
     def fail(self, number: int, message: str) -> None:
         trial = self.live.pop(number)
@@ -316,7 +333,7 @@ class StudyResult:
 
     @property
     def best(self) -> dict[str, Any] | None:
-        done = [r for r in self.rows if r["state"] == "COMPLETE" and r["value"] is not None]
+        done = [r for r in self.rows if r["state"] == "COMPLETE" and r["status"] != "diverged"]
         if not done:
             return None
         pick = max if self.direction == "maximize" else min
@@ -338,7 +355,7 @@ def run(study: StudyPlan, *, executor=None, options: TrainOptions | None = None,
     local = executor.name == "local"
     options = options or TrainOptions()
     if not local:
-        options = for_workers(options)
+        options = for_workers(options, executor)
         study.out = study.out.absolute()
     with lock_folder(study.out) as lock:
         keeper = executor.shared(StudyKeeper, storage_url(study.out), study.config(), study.space,
@@ -405,6 +422,8 @@ def _describe(state: str, outcome: CellOutcome, metric: str) -> str:
     values = [row.get(metric) for row in outcome.metrics if row.get(metric) is not None]
     text = {"COMPLETE": "complete", "PRUNED": f"pruned after epoch {len(outcome.metrics)}", "FAIL":
             f"failed ({outcome.status})", "RUNNING": "interrupted (resumable)"}.get(state, state.lower())
+    if outcome.status == "diverged":
+        text, values = "diverged (counts as the worst value)", []
     if values:
         text += f", {metric} {values[-1]:.4f}"
     if outcome.resumed:
@@ -425,7 +444,7 @@ def trials_table(result: StudyResult):
     for name in ("#", "state", result.metric, *keys, "epochs", "run directory"):
         table.add_column(name, justify="right" if name in ("#", "epochs", result.metric) else "left")
     for r in rows:
-        table.add_row(str(r["number"]), r["state"].lower(), "-" if r["value"] is None else f"{r['value']:.4f}",
+        table.add_row(str(r["number"]), "diverged" if r["status"] == "diverged" else r["state"].lower(), "-" if r["value"] is None else f"{r['value']:.4f}",
                       *(_show(r["params"][k]) if k in r["params"] else "-" for k in keys), str(r["epochs"]),
                       str(r["run_dir"] or "-"))
     return table
