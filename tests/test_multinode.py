@@ -18,7 +18,7 @@ import pytest
 
 import archspec
 from archspec.train import distributed
-from archspec.train.evaluate import evaluate
+from archspec.train.evaluation import evaluate
 from archspec.train.rundir import read_metrics_csv
 
 from .conftest import ROOT

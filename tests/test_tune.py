@@ -224,30 +224,36 @@ def test_without_optuna_the_command_names_the_extra(study_files, cli, monkeypatc
     assert cli("tune", spec, "--recipe", "quick", "--space", space, "--trials", "2", "--dry-run").exit_code == 0
 
 
-def test_on_epoch_stops_a_run_for_good(tmp_path):
-    """The hook the pruner uses: a returned reason ends the run after that epoch (status "stopped"),
-    and a sweep treats a stopped cell as finished."""
+def test_an_observer_can_stop_a_run_for_good(tmp_path):
+    """The seam the pruner uses (ReportToStudy): `run.end("stopped", ...)` from on_epoch_end ends the
+    run after that epoch, and a sweep or study treats a stopped cell as finished, never resumed."""
     from archspec.experiments import sweep as sw
     from archspec.recipes import load_recipe
     from archspec.train.loop import train
+    from archspec.train.observers import RunObserver
+    from archspec.train.state import STATUS_STOPPED
 
     from .test_compare import TINY_SPEC
+
+    class StopAfterTwo(RunObserver):
+        def __init__(self):
+            self.seen = []
+
+        def on_epoch_end(self, run, row):
+            self.seen.append([r["epoch"] for r in run.history.metrics])
+            if row["epoch"] == 2:
+                run.end(STATUS_STOPPED, "stopped after epoch 2: enough")
 
     (tmp_path / "tiny.yaml").write_text(textwrap.dedent(TINY_SPEC).lstrip())
     spec = archspec.load_spec(tmp_path / "tiny.yaml")
     recipe = load_recipe("quick", overrides=["epochs=3", "batch_size=16"])
-    seen = []
-
-    def hook(rows):
-        seen.append([r["epoch"] for r in rows])
-        return "enough" if len(rows) == 2 else None
-
+    observer = StopAfterTwo()
     result = train(spec, recipe, device="cpu", run_dir=tmp_path / "run", limit_train=64, limit_test=32,
-                   quiet=True, progress=False, on_epoch=hook)
-    assert seen == [[1], [1, 2]]
+                   quiet=True, progress=False, observers=[observer])
+    assert observer.seen == [[1], [1, 2]]
     assert result.status == "stopped" and result.epochs_completed == 2
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "stopped" and "stopped after epoch 2: enough" in summary["message"]
+    assert summary["status"] == "stopped" and summary["message"] == "stopped after epoch 2: enough"
     cell = sw.Cell(1, tmp_path / "tiny.yaml", "tiny", (), [], tmp_path / "run", spec=spec, recipe=recipe)
     assert sw.cell_state(cell) == "done"
 

@@ -6,6 +6,8 @@ what did pruning cut (every trial's per-epoch values). Optuna draws them with ma
 (`optuna.visualization.matplotlib`); we only render them to PNG bytes and write them atomically.
 A figure that cannot be drawn (importance needs two finished trials) is left out, never an error:
 figures are a convenience, the trials and their run directories are the result.
+The figure names are those `tune` writes into the study folder (always PNG there); `report`
+embeds the same figures in its own format (PNG or SVG).
 """
 
 from __future__ import annotations
@@ -36,14 +38,14 @@ def open_study(folder: str | Path):
     return optuna.load_study(study_name=STUDY_NAME, storage=storage_url(Path(folder)))
 
 
-def figure_pngs(study) -> dict[str, bytes]:
-    """File name -> PNG bytes of each figure that can be drawn for `study`."""
+def study_figures(study, fmt: str = "png", *, dpi: int | None = None) -> dict[str, bytes]:
+    """File name -> the bytes (in `fmt`: png, svg or pdf) of each figure that can be drawn for `study`."""
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    from archspec.experiments.figures import figure_png
+    from archspec.figures import DEFAULT_DPI, figure_bytes
 
-    pngs: dict[str, bytes] = {}
+    drawn: dict[str, bytes] = {}
     for name, (_, function) in FIGURES.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # optuna's "experimental feature" warnings
@@ -54,42 +56,30 @@ def figure_pngs(study) -> dict[str, bytes]:
         figure = axes.figure
         figure.set_size_inches(8, 4.5)
         figure.tight_layout()
-        pngs[name] = figure_png(figure)
+        drawn[name] = figure_bytes(figure, fmt, dpi=dpi or DEFAULT_DPI)
         plt.close(figure)
-    return pngs
+    return drawn
 
 
 def write_figures(folder: str | Path) -> list[Path]:
     """Draw the study of `folder` into `folder`/history.png etc.; the paths written."""
-    from archspec.experiments.figures import write_png
+    from archspec.io import atomic_write_bytes
 
     study = open_study(folder)
     if study is None:
         return []
-    return [write_png(png, Path(folder) / name) for name, png in figure_pngs(study).items()]
+    return [atomic_write_bytes(Path(folder) / name, data) for name, data in study_figures(study).items()]
 
 
-def study_sections(runs: list[Run]) -> list[str]:
-    """HTML sections for `archspec report`: one per study folder that holds some of `runs`."""
-    import base64
-    import html
-
+def studies_of(runs: list[Run]) -> list[Path]:
+    """The study folders (holding a study.db) that some of `runs` are trials of, in order."""
     from archspec.experiments.tune import STUDY_FILE
 
-    folders = list(dict.fromkeys(run.path.parent for run in runs if (run.path.parent / STUDY_FILE).is_file()))
-    parts = []
-    for folder in folders:
-        parts.append(f"<h2>Search: {html.escape(str(folder))}</h2>")
-        study = open_study(folder)
-        if study is None:
-            parts.append('<p class="note">this folder holds an Optuna study; install archspec[tune] to draw it</p>')
-            continue
-        states = [t.state.name.lower() for t in study.trials]
-        counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
-        parts.append(f'<p class="meta">{len(states)} trials ({html.escape(counts)})</p>')
-        for name, png in figure_pngs(study).items():
-            data = base64.b64encode(png).decode("ascii")
-            title = FIGURES[name][0]
-            parts.append(f"<h3>{html.escape(title)}</h3>"
-                         f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">')
-    return parts
+    return list(dict.fromkeys(run.path.parent for run in runs if (run.path.parent / STUDY_FILE).is_file()))
+
+
+def trial_counts(study) -> str:
+    """ "12 trials (9 complete, 3 pruned)" """
+    states = [t.state.name.lower() for t in study.trials]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
+    return f"{len(states)} trials ({counts})"

@@ -26,7 +26,7 @@ from archspec.errors import ArchspecError
 from archspec.experiments.compare import short_keys
 
 # Statuses after which a cell is finished: a diverged run would diverge again, identically (same seed);
-# a stopped one (a pruned tune trial) was ended for good.
+# a stopped one (ended early by an observer, e.g. a pruned tune trial) was ended for good.
 DONE = ("completed", "diverged", "stopped")
 
 
@@ -135,9 +135,12 @@ def _relabel(error: ArchspecError, grid_keys: set[str], cell_label: str) -> Arch
 def plan(specs: list[str | Path], recipe: str, *, grid: list[tuple[str, list[str]]] | None = None,
          sets: list[str] | None = None, data: str | None = None, epochs: int | None = None,
          out: str | Path | None = None, allow_import: bool = False, check_state: bool = True) -> tuple[Path, list[Cell]]:
-    """Every cell of the sweep, loaded and validated (no training, no torch unless `check_state`)."""
-    from archspec.recipes import load_recipe
+    """Every cell of the sweep, loaded and validated (no training, no torch unless `check_state`).
+
+    Each cell's spec and recipe are chosen as `archspec train` chooses them (archspec.train.prepare).
+    """
     from archspec.spec.loader import load_spec
+    from archspec.train.prepare import prepare_run
 
     if not specs:
         raise ArchspecError("no spec files given", hint="example: archspec sweep specs/tutorial.yaml --recipe sgd "
@@ -169,9 +172,11 @@ def plan(specs: list[str | Path], recipe: str, *, grid: list[tuple[str, list[str
                                     f"({cell.spec_path}) would share the run directory {cell.run_dir}",
                                     hint="two specs with the same `name:` cannot be in one sweep; rename one")
             try:
-                cell.recipe = load_recipe(recipe, overrides=cell.overrides, epochs=epochs)
+                inputs = prepare_run(spec, recipe=recipe, overrides=cell.overrides, epochs=epochs,
+                                     allow_import=allow_import)
             except ArchspecError as e:
                 raise _relabel(e, set(keys), cell.label()) from None
+            cell.spec, cell.recipe = inputs.spec, inputs.recipe
             by_dir[cell.run_dir] = cell
             cells.append(cell)
     if check_state:
@@ -265,14 +270,15 @@ class CellOutcome:
     host: str = ""
 
 
-def run_cell(cell: Cell, options: TrainOptions, owner: str | None = None, on_epoch=None,
+def run_cell(cell: Cell, options: TrainOptions, owner: str | None = None, observers=(),
              console=None) -> CellOutcome:
     """Train one cell: skip it when finished, resume it from its last.pt when interrupted, else start it.
 
     This is the unit an executor runs (in this process, or as a Ray task on any node). The state is
     read from the run directory at the start of every attempt, so when Ray retries the task of a
     killed worker, the retry resumes from the checkpoint the dead attempt wrote. `owner` is the
-    folder lock's token: a remote worker checks first that it sees the driver's folder.
+    folder lock's token: a remote worker checks first that it sees the driver's folder. `observers`
+    (archspec.train.observers) watch the training run, e.g. tune's pruning.
     """
     import socket
 
@@ -298,7 +304,7 @@ def run_cell(cell: Cell, options: TrainOptions, owner: str | None = None, on_epo
                        run_dir=None if state == "resume" else cell.run_dir,
                        resume=cell.run_dir if state == "resume" else None, limit_train=options.limit_train,
                        limit_test=options.limit_test, console=console, progress=options.progress,
-                       quiet=options.quiet, on_epoch=on_epoch)
+                       quiet=options.quiet, observers=observers)
     except ArchspecError as e:  # say which cell failed; the finished ones stay done
         raise ArchspecError(f"{e.message} (cell {cell.index}: {cell.label()})", file=e.file, line=e.line,
                             col=e.col, path=e.path, hint=e.hint) from None
@@ -381,11 +387,13 @@ def _acc(outcome: CellOutcome) -> str:
     return f", test accuracy {100 * accs[-1]:.2f}%" if accs else ""
 
 
-def band(runs_by_spec: dict[str, list], path: str | Path, *, title: str = "") -> Path:
+def band(runs_by_spec: dict[str, list], path: str | Path, *, title: str = "", fmt: str | None = None,
+         dpi: int | None = None) -> Path:
     """sweep --band: the min-max band of the training loss across the grid, one band per spec: per step
     (steps.csv) when every run of the spec has per-step losses, else per epoch."""
-    from archspec.experiments.figures import band_figure, figure_png, write_png
+    from archspec.figures import DEFAULT_DPI, band_figure, write_figure
 
     if not any(run.metrics for runs in runs_by_spec.values() for run in runs):
         raise ArchspecError("no cell has metrics yet: nothing to draw", path="--band")
-    return write_png(figure_png(band_figure(runs_by_spec, key="train_loss", title=title)), path)
+    groups = {label: [run.curves() for run in runs] for label, runs in runs_by_spec.items()}
+    return write_figure(band_figure(groups, key="train_loss", title=title), path, fmt=fmt, dpi=dpi or DEFAULT_DPI)

@@ -91,19 +91,20 @@ class StudyPlan:
             "recipe": plain(self.recipe.to_dict()), "space": self.space.to_dict(), "data": self.data,
             "limit_train": self.limits[0], "limit_test": self.limits[1]}))
 
-    def load_spec(self, spec_vars: dict[str, Any] | None = None):
+    def inputs(self, spec_vars: dict[str, Any] | None = None, items: list[str] | tuple[str, ...] = ()):
+        """A trial's spec (with `spec_vars`) and recipe (with the `--set` items), chosen as `archspec
+        train` chooses them (archspec.train.prepare)."""
         from archspec.spec.loader import load_spec
+        from archspec.train.prepare import prepare_run
 
-        spec = load_spec(self.spec_path, dataset=self.data, allow_import=self.allow_import, vars=spec_vars)
-        if spec.dataset is None and self.recipe.dataset:  # a dataset-less spec takes the recipe's (as train)
-            spec = load_spec(self.spec_path, dataset=self.recipe.dataset, allow_import=self.allow_import,
-                             vars=spec_vars)
-        return spec
-
-    def load_recipe(self, items: list[str]):
-        from archspec.recipes import load_recipe
-
-        return load_recipe(self.recipe_ref, overrides=[*self.sets, *items], epochs=self.epochs)
+        spec = self.spec_path
+        if spec_vars:  # the same dataset rule as prepare_run: --data, else the spec's, else the recipe's
+            spec = load_spec(self.spec_path, dataset=self.data, allow_import=self.allow_import, vars=spec_vars)
+            if spec.dataset is None and self.recipe.dataset:
+                spec = load_spec(self.spec_path, dataset=self.recipe.dataset, allow_import=self.allow_import,
+                                 vars=spec_vars)
+        return prepare_run(spec, recipe=self.recipe_ref, overrides=[*self.sets, *items], epochs=self.epochs,
+                           data=self.data, allow_import=self.allow_import)
 
     def cell(self, ticket: Ticket) -> Cell:
         """The trial as a sweep cell: spec with its vars, recipe with its keys, its run directory."""
@@ -111,9 +112,10 @@ class StudyPlan:
         spec_vars = {by_param[k].var: v for k, v in ticket.params.items() if by_param[k].var}
         items = [override(k, v) for k, v in ticket.params.items() if not by_param[k].var]
         values = tuple((k, _show(v)) for k, v in ticket.params.items())
+        chosen = self.inputs(spec_vars, items)
         return Cell(index=ticket.number, spec_path=self.spec_path, spec_name=self.spec.name, values=values,
-                    overrides=[*self.sets, *items], run_dir=self.out / ticket.run_dir,
-                    spec=self.load_spec(spec_vars) if spec_vars else self.spec, recipe=self.load_recipe(items))
+                    overrides=[*self.sets, *items], run_dir=self.out / ticket.run_dir, spec=chosen.spec,
+                    recipe=chosen.recipe)
 
 
 def _show(value: Any) -> str:
@@ -132,9 +134,6 @@ def plan(spec: str | Path, recipe: str, space: str | Path, *, trials: int | None
          limits: tuple[int | None, int | None] = (None, None)) -> StudyPlan:
     """Load and check everything a study needs (no Optuna, no training): spec, recipe, search space,
     and every edge value of the space applied to the recipe or the spec."""
-    from archspec.recipes import load_recipe
-
-    base_recipe = load_recipe(recipe, overrides=list(sets or []), epochs=epochs)
     search = read_space(space, sampler=sampler, pruner=pruner)
     if search.sampler["name"] == "grid":  # the grid sampler has nothing new to propose after the grid
         trials = min(trials or search.grid_size(), search.grid_size())
@@ -142,17 +141,18 @@ def plan(spec: str | Path, recipe: str, space: str | Path, *, trials: int | None
         raise ArchspecError("how many trials? give --trials N", path="--trials")
     if trials < 1:
         raise ArchspecError(f"--trials must be at least 1, got {trials}", path="--trials")
-    study = StudyPlan(out=Path(), spec_path=Path(spec), spec=None, recipe_ref=recipe, recipe=base_recipe,
-                      space=search, trials=trials, sets=list(sets or []), epochs=epochs, data=data,
-                      allow_import=allow_import, limits=limits)
-    study.spec = study.load_spec()
+    study = StudyPlan(out=Path(), spec_path=Path(spec), spec=None, recipe_ref=recipe, recipe=None, space=search,
+                      trials=trials, sets=list(sets or []), epochs=epochs, data=data, allow_import=allow_import,
+                      limits=limits)
+    base = study.inputs()
+    study.spec, study.recipe = base.spec, base.recipe
     study.out = Path(out) if out is not None else default_out(study.spec.name, space)
 
     def apply(param, value) -> None:
         if param.var:
-            study.load_spec({param.var: value})
+            study.inputs({param.var: value})
         else:
-            study.load_recipe([override(param.key, value)])
+            study.inputs(items=[override(param.key, value)])
 
     check_against(search, apply, dict(study.spec.source.get("vars") or {}))
     return study
@@ -319,7 +319,9 @@ class StudyKeeper:
 
 def run_trial(cell: Cell, options: TrainOptions, keeper, owner: str | None) -> CellOutcome:
     """One trial (an executor task): the cell runner, reporting each epoch to the study's keeper."""
-    return run_cell(cell, options, owner, on_epoch=lambda rows: keeper.call("report", cell.index, rows))
+    from archspec.experiments.pruning import ReportToStudy
+
+    return run_cell(cell, options, owner, observers=[ReportToStudy(keeper, cell.index)])
 
 
 @dataclass
@@ -448,3 +450,23 @@ def trials_table(result: StudyResult):
                       *(_show(r["params"][k]) if k in r["params"] else "-" for k in keys), str(r["epochs"]),
                       str(r["run_dir"] or "-"))
     return table
+
+
+def describe_plan(study: StudyPlan) -> str:
+    """One line: where the study lives and what it searches."""
+    space = study.space
+    params = ", ".join(f"{p.key}: {p.describe()}" for p in space.params)
+    return (f"study {study.out}: {study.trials} trials of {study.spec.name} + {study.recipe.name}, "
+            f"{space.sampler['name']} sampler, {space.pruner['name']} pruner, {space.direction} {space.metric}; "
+            f"{params}")
+
+
+def closing_lines(result: StudyResult) -> list[str]:
+    """The best trial (parameters and run directory) and the figures written."""
+    lines = []
+    best = result.best
+    if best is not None:
+        lines.append(f"best: trial {best['number']}, {result.metric} {best['value']:.4f}, "
+                     + " ".join(f"{k}={v}" for k, v in best["params"].items())
+                     + f" ({result.out / best['run_dir']})")
+    return lines + [f"wrote {path}" for path in result.figures]

@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# What `archspec show --code` may copy into generated code (each kind's `code()` calls these by name).
+__all__ = ["Residual", "ResBlock", "Parallel", "Scale", "dirac_init"]
+
 
 class Residual(nn.Module):
     """out = body(x) + shortcut(x); the shortcut is identity or a projection."""
