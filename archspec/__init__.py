@@ -9,8 +9,25 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import Any
+
 from archspec.errors import ArchspecError
-from archspec.spec.loader import Spec, load_spec
+
+# `Spec` and `load_spec` are imported on first use: the spec loader pulls in PyYAML and jsonschema,
+# and `python -m archspec` imports this package before its own Ctrl-C guard (archspec.__main__)
+# can run, so everything imported here is start-up time in which Ctrl-C would print a traceback.
+_LAZY = {"Spec": "archspec.spec.loader", "load_spec": "archspec.spec.loader"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module 'archspec' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
 
 def build_model(spec, device=None):
@@ -20,11 +37,12 @@ def build_model(spec, device=None):
     return _build(spec, device=device)
 
 
-def summarize(spec, model=None):
-    """Per-layer and total parameter / MAC counts (meta device: no weights allocated)."""
+def summarize(spec, model=None, memory=None):
+    """Per-layer and total parameter / MAC counts (meta device: no weights allocated); with
+    `memory` (an `archspec.memory.Setup`), the training-memory estimate too."""
     from archspec.summary import summarize as _summarize
 
-    return _summarize(spec, model=model)
+    return _summarize(spec, model=model, memory=memory)
 
 
 __all__ = ["ArchspecError", "Spec", "build_model", "load_spec", "summarize", "__version__"]

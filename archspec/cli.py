@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from archspec.cli_help import App, version_text
 from archspec.errors import ArchspecError
+from archspec.terminal import AutoWidthConsole
 from archspec.train.distributed import (
     argv_from_context,
     check_devices,
@@ -30,17 +31,18 @@ from archspec.train.distributed import (
 MAX_SEED = 2**63 - 1
 MAX_WORKERS = 256
 MAX_BATCH = 1_000_000
+MAX_DPI = 2400  # a figure is width x height x dpi^2 pixels: 10^6 dpi would need terabytes
 
-app = typer.Typer(
+app = App(  # typer.Typer whose help names values for people: SPEC, RUN..., N (archspec.cli_help)
     name="archspec",
     help="Declarative image-classifier specs: count parameters, train, compare.\n\n"
     "Example: archspec count specs/variant2.yaml",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = AutoWidthConsole()  # COLUMNS, else the terminal's width, else (a file or pipe) no limit
+err_console = AutoWidthConsole(stderr=True)
 
 
 def fail(error: ArchspecError | str, code: int = 2) -> None:
@@ -69,6 +71,20 @@ def user_errors(fn):
     return wrapper
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print archspec's version (and torch's) and exit")] = False,
+) -> None:
+    """Declarative image-classifier specs: count parameters, train, compare."""
+
+
 # --- core commands: count, validate, show -----------------------------------------------------
 
 SpecArg = Annotated[Path, typer.Argument(help="a spec YAML file", show_default=False)]
@@ -89,19 +105,29 @@ def count(
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
     depth: Annotated[int | None, typer.Option(help="show nested layers down to this depth (1 = top level)", min=1)]
     = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="batch size of the "
+                                                   "training-memory estimate (default: the recipe's)")] = None,
+    recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="recipe whose optimizer, precision and "
+                                               "batch size the estimate uses (default: the spec's, else adam)")]
+    = None,
+    device: Annotated[str, typer.Option(help="device type the memory estimate is for: cuda or cpu")] = "cuda",
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16 (default: the recipe's)")] = None,
     allow_import: AllowImportOpt = False,
 ) -> None:
-    """Print the per-layer table and exact parameter count (no weights are allocated).
+    """Print the per-layer table, exact parameter count and training memory (no weights are allocated).
 
-    Example: archspec count specs/variant2.yaml --depth 1
+    Example: archspec count specs/variant2.yaml --depth 1 --batch-size 128
     """
     import json
 
+    from archspec.recipes import load_recipe
+    from archspec.recipes.build import memory_setup
     from archspec.spec.loader import load_spec
     from archspec.summary import summarize
 
     loaded = load_spec(spec, dataset=data, allow_import=allow_import)
-    summary = summarize(loaded)
+    chosen = load_recipe(recipe or loaded.recipe, batch_size=batch_size)  # train's default: adam
+    summary = summarize(loaded, memory=memory_setup(chosen, device, precision))
     if json_out:
         print(json.dumps(summary.to_dict(), indent=1))
         return
@@ -174,47 +200,18 @@ def show(
 # --- train / eval (archspec/train) -------------------------------------------------------------
 
 TRAIN_EXIT_CODES = {"completed": 0, "interrupted": 130, "diverged": 3}
-
-
-def _run_spec(path: Path | None) -> dict | None:
-    """The resolved spec a run directory (or a checkpoint inside one) saved as spec.yaml, if any."""
-    from archspec.spec.yamlload import load_yaml
-
-    if path is None:
-        return None
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    if not (folder / "spec.yaml").is_file():
-        return None
-    try:
-        saved, _ = load_yaml(folder / "spec.yaml")
-    except ArchspecError:
-        return None
-    return saved if isinstance(saved, dict) else None
+DEFAULT_LOG_EVERY = 30.0  # archspec.train.report.DEFAULT_LOG_EVERY_S (not imported: it pulls in rich.progress)
+LogEveryOpt = Annotated[float, typer.Option("--log-every", min=0, help="seconds between progress lines inside "
+                                            "an epoch when the output is not a terminal (0: none)")]
 
 
 def _load_for_run(spec: Path, data: str | None, run: Path | None, allow_import: bool):
-    """Load the spec; without --data, re-target it the way the run was (`train --data X`), if it was.
+    """The spec for `eval`/`export` of run `run`: re-targeted as that run was (archspec.train.prepare)."""
+    from archspec.train.prepare import load_run_spec
 
-    So that `--resume`, `eval` and `export` of a run started with `--data X` need not repeat it.
-    The run's spec.yaml tells: when its input shape / classes differ from the spec's own and
-    re-targeting to its dataset reproduces them, that is what the run did.
-    """
-    from archspec.spec.loader import load_spec
-
-    loaded = load_spec(spec, dataset=data, allow_import=allow_import)
-    saved = _run_spec(run) if data is None else None
-    trained_on = saved.get("dataset") if saved else None
-    if not trained_on:
-        return loaded
-
-    def shape(resolved: dict) -> tuple:
-        return (list(resolved.get("input") or []), resolved.get("classes"))
-
-    if shape(loaded.resolved) != shape(saved):
-        retargeted = load_spec(spec, dataset=trained_on, allow_import=allow_import)
-        if shape(retargeted.resolved) == shape(saved):
-            err_console.print(f"note: the run was trained on {trained_on}; using that dataset", highlight=False)
-            return retargeted
+    loaded, note = load_run_spec(spec, data=data, run=run, allow_import=allow_import)
+    if note:
+        err_console.print(note, highlight=False)
     return loaded
 
 
@@ -238,6 +235,8 @@ def train(
     limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
     seed: Annotated[int | None, typer.Option(help="random seed (same as --set seed=N)", min=0, max=MAX_SEED)] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (same as --set "
+                                                "threads=N; default: torch's, one per core)", min=1)] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="parent of new run directories")] = Path("runs"),
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="exact run directory (default: "
                                                  "RUNS_DIR/<spec>-<recipe>-<time>)")] = None,
@@ -246,39 +245,34 @@ def train(
     workers: Annotated[int | None, typer.Option(help="data-loading worker processes", min=0, max=MAX_WORKERS)]
     = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or per-epoch rows")] = False,
+    log_every: LogEveryOpt = DEFAULT_LOG_EVERY,
     allow_import: AllowImportOpt = False,
     devices: Annotated[int | None, typer.Option("--devices", help="train on N processes/GPUs with torchrun + "
                                                 "DDP (batch size is per process)", min=1)] = None,
+    force: Annotated[bool, typer.Option("--force", help="skip the resource checks: the memory estimate, and "
+                                        "at most one CPU process per core for --devices")] = False,
 ) -> None:
     """Train a spec with a recipe; writes runs/<spec>-<recipe>-<time>/ (metrics, plots, checkpoints).
 
-    Exit codes: 0 completed, 2 bad input, 3 diverged, 130 interrupted (resumable with --resume).
+    Exit codes: 0 completed, 2 bad input, 3 diverged, 130 interrupted (Ctrl-C, SIGTERM, a full disk:
+    resumable with --resume).
 
     Example: archspec train specs/mnist_quick.yaml --recipe quick --epochs 2 --set seed=1
     """
     if devices is not None and devices > 1 and not torchrun_worker():  # re-run this command under torchrun
-        check_devices(devices, device)
+        check_devices(devices, device, force=force)
         raise typer.Exit(launch(devices, ["train", *argv_from_context(ctx, drop=("devices",))]))
-    from archspec.recipes import load_recipe
-    from archspec.spec.loader import load_spec
     from archspec.train.loop import train as run_training
+    from archspec.train.prepare import prepare_run
 
-    loaded = _load_for_run(spec, data, resume, allow_import)
-    overrides = list(set_ or [])
-    if seed is not None:
-        overrides.append(f"seed={seed}")
-    recipe_ref: str | None = recipe
-    if recipe_ref is None and resume is not None and (Path(resume) / "recipe.yaml").is_file():
-        recipe_ref = str(Path(resume) / "recipe.yaml")  # continue with the run's own recipe
-    if recipe_ref is None:
-        recipe_ref = loaded.recipe or "adam"
-    resolved_recipe = load_recipe(recipe_ref, overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr)
-    if loaded.dataset is None and resolved_recipe.dataset:  # a dataset-less spec takes the recipe's
-        loaded = load_spec(spec, dataset=resolved_recipe.dataset, allow_import=allow_import)
+    inputs = prepare_run(spec, recipe=recipe, overrides=list(set_ or []), epochs=epochs, batch_size=batch_size,
+                         lr=lr, seed=seed, threads=threads, data=data, resume=resume, allow_import=allow_import)
+    for note in inputs.notes:
+        err_console.print(note, highlight=False)
     result = run_training(
-        loaded, resolved_recipe, dataset=loaded.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
+        inputs.spec, inputs.recipe, dataset=inputs.spec.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
         runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
-        console=console, progress=not quiet, quiet=quiet,
+        console=console, progress=not quiet, quiet=quiet, log_every=log_every, memory_check=not force,
     )
     code = TRAIN_EXIT_CODES.get(result.status, 1)
     if code:
@@ -306,9 +300,8 @@ def eval_(
     """
     import json
 
-    from rich.table import Table
-
-    from archspec.train.evaluate import evaluate
+    from archspec.tables import Column, print_table
+    from archspec.train.evaluation import evaluate
 
     loaded = _load_for_run(spec, data, checkpoint, allow_import)
     result = evaluate(loaded, checkpoint, dataset=loaded.dataset, data_dir=data_dir, device=device, limit_test=limit_test,
@@ -321,22 +314,20 @@ def eval_(
                           "per_class": [{"class": c, "correct": k, "total": t, "acc": a}
                                         for c, k, t, a in result.per_class]}, indent=1))
         return
-    console.print(f"{result.checkpoint} (epoch {result.epoch}) on {result.num_images:,} test images: "
-                  f"test loss {result.test_loss:.4f}, test accuracy {100 * result.test_acc:.2f}%", highlight=False,
-                  soft_wrap=True)
-    table = Table(title="per-class accuracy")
-    table.add_column("class")
-    table.add_column("correct", justify="right")
-    table.add_column("total", justify="right")
-    table.add_column("accuracy", justify="right")
-    for name, correct, total, acc in result.per_class:
-        table.add_row(str(name), str(correct), str(total), "-" if total == 0 else f"{100 * acc:.2f}%")
-    console.print(table)
+    console.print(f"{escape(str(result.checkpoint))} (epoch {result.epoch}) on {result.num_images:,} test images: "
+                  f"test loss {result.test_loss:.4f}, test accuracy {100 * result.test_acc:.2f}%", highlight=False)
+    rows = result.per_class
+    print_table(console, [[Column("class", [str(name) for name, *_ in rows], wrap=True),
+                           Column("correct", [str(correct) for _, correct, _, _ in rows], justify="right"),
+                           Column("total", [str(total) for _, _, total, _ in rows], justify="right"),
+                           Column("accuracy", ["-" if total == 0 else f"{100 * acc:.2f}%"
+                                               for _, _, total, acc in rows], justify="right")]],
+                title="per-class accuracy")
 
 
 # --- recipes (archspec/recipes) ----------------------------------------------------------------
 
-recipes_app = typer.Typer(
+recipes_app = App(
     help="Training recipes: list the built-ins, show one resolved, plot its learning-rate curve.\n\n"
     "Example: archspec recipes show warmup_cosine --set optimizer.lr=1e-3",
     invoke_without_command=True,
@@ -355,24 +346,20 @@ def recipes_list(ctx: typer.Context) -> None:
     """List the built-in recipes (run `archspec recipes show NAME` for one in full)."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich import box
-    from rich.table import Table
+    from rich.markup import escape as esc
 
     from archspec.recipes import builtin_recipes
+    from archspec.tables import Column, leaner_layouts, print_table
 
-    columns = ("name", "epochs", "batch", "optimizer", "schedule", "description")
-    rows = [[r.name, str(r.epochs), str(r.batch_size), r.optimizer.describe(), r.schedule.describe(), r.description]
-            for r in builtin_recipes()]
-    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
-    room = max(12, console.width - sum(widths[:-1]) - 3 * len(columns) - 1)  # one line per recipe
-    for row in rows:
-        row[-1] = row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"
-    table = Table(title="built-in recipes", box=box.SIMPLE_HEAD)
-    for column in columns:
-        table.add_column(column, justify="right" if column in ("epochs", "batch") else "left", no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    recipes = builtin_recipes()
+    columns = [Column("name", [r.name for r in recipes]),
+               Column("epochs", [str(r.epochs) for r in recipes], justify="right"),
+               Column("batch", [str(r.batch_size) for r in recipes], justify="right"),
+               Column("optimizer", [r.optimizer.describe() for r in recipes]),
+               Column("schedule", [r.schedule.describe() for r in recipes]),
+               Column("description", [r.description for r in recipes], wrap=True)]
+    print_table(console, leaner_layouts(columns, ("schedule", "batch", "epochs", "optimizer")),
+                title=esc("built-in recipes"))
 
 
 @recipes_app.command("show")
@@ -395,6 +382,9 @@ def recipes_plot(
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch", min=1, help="batches per epoch "
                                                         "(default: 1, or 100 for per-batch schedules)")] = None,
     set_: RecipeSetOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="png, svg or pdf (default: the file name's "
+                                            "suffix)", show_default=False)] = None,
+    dpi: Annotated[int, typer.Option("--dpi", help="resolution of a PNG (dots per inch)", min=1, max=MAX_DPI)] = 110,
 ) -> None:
     """Draw a recipe's learning-rate curve with the real torch schedulers.
 
@@ -406,7 +396,7 @@ def recipes_plot(
     resolved = load_recipe(recipe, overrides=set_ or [])
     spe = steps_per_epoch or (100 if resolved.schedule.interval == "batch" else 1)
     lrs = lr_curve(resolved, spe)
-    path = plot_lr(resolved, output, spe, lrs=lrs)
+    path = plot_lr(resolved, output, spe, lrs=lrs, fmt=fmt, dpi=dpi)
     console.print(f"wrote {path} ({len(lrs):,} steps, lr {min(lrs):.3g} to {max(lrs):.3g})", highlight=False)
 
 
@@ -416,6 +406,24 @@ RunsArg = Annotated[list[Path], typer.Argument(help="run directories, or folders
                                                show_default=False)]
 SortOpt = Annotated[str | None, typer.Option("--sort", help="sort by a column: test_acc, best_test_acc, time, "
                                              "params, speed, train_loss, test_loss, or an option like optimizer.lr")]
+FigFormatOpt = Annotated[str | None, typer.Option("--format", help="figure format: png, svg or pdf (default: the "
+                                                  "file name's suffix, else png)", show_default=False)]
+DpiOpt = Annotated[int, typer.Option("--dpi", help="resolution of PNG figures (dots per inch)", min=1, max=MAX_DPI)]
+
+
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="where cells/trials run: local (here, one after "
+                                          "another) or ray (Ray tasks; needs archspec[ray])")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster to join, e.g. auto or "
+                                                "ray://head:10001 (default: start a local Ray instance)")]
+CpusOpt = Annotated[float, typer.Option("--cpus-per-trial", help="CPUs each Ray task reserves", min=0.01)]
+GpusOpt = Annotated[float, typer.Option("--gpus-per-trial", help="GPUs each Ray task reserves (fractions share "
+                                        "a GPU)", min=0)]
+
+
+def _executor(name: str, address: str | None, cpus: float, gpus: float):
+    from archspec.experiments.executors import make_executor
+
+    return make_executor(name, address=address, cpus_per_trial=cpus, gpus_per_trial=gpus)
 
 
 @app.command()
@@ -426,8 +434,10 @@ def compare(
     csv_out: Annotated[bool, typer.Option("--csv", help="print CSV (raw numbers) instead of a table")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON (raw numbers) instead of a table")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="also write the overlaid accuracy/loss curves "
-                                              "to this PNG")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="also write the overlaid accuracy/loss/lr curves "
+                                              "to this image (.png, .svg, .pdf)")] = None,
+    fmt: FigFormatOpt = None,
+    dpi: DpiOpt = 110,
 ) -> None:
     """One row per run: spec, recipe, the options that differ between the runs, accuracy, loss, time.
 
@@ -440,7 +450,7 @@ def compare(
         raise ArchspecError("choose one of --csv, --json, --markdown")
     table = cmp.compare(find_runs(runs), sort=sort)
     if plot is not None:
-        cmp.plot(table, plot)
+        cmp.plot(table, plot, fmt=fmt, dpi=dpi)
     if csv_out:
         print(cmp.to_csv(table), end="")
     elif json_out:
@@ -474,10 +484,17 @@ def sweep(
     out: Annotated[Path | None, typer.Option("--out", help="folder of the cells' run directories "
                                              "(default: runs/sweep-<specs>-<grid keys>)")] = None,
     band: Annotated[bool, typer.Option("--band", help="draw the min-max band of the training loss across "
-                                       "the grid, per spec, to OUT/band.png")] = False,
+                                       "the grid, per spec, to OUT/band.png (or .svg, .pdf: --format)")] = False,
+    fmt: FigFormatOpt = None,
+    dpi: DpiOpt = 110,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and list the cells; train nothing")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
+    log_every: LogEveryOpt = DEFAULT_LOG_EVERY,
     allow_import: AllowImportOpt = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    cpus_per_trial: CpusOpt = 1.0,
+    gpus_per_trial: GpusOpt = 0.0,
 ) -> None:
     """Train every spec with every combination of grid values (resumable), then compare them.
 
@@ -489,13 +506,22 @@ def sweep(
     from archspec.experiments import sweep as sw
     from archspec.experiments.runs import is_run_dir, load_run
 
+    if band:
+        from archspec.figures import figure_format
+
+        figure_format("band", fmt)  # a bad --format fails now, not after the whole sweep has trained
     out_dir, cells = sw.plan(specs, recipe, grid=sw.parse_grid(grid), sets=list(set_ or []), data=data,
                              epochs=epochs, out=out, allow_import=allow_import)
     if dry_run:
-        console.print(sw.plan_table(cells))
+        sw.print_plan(console, cells)
         return
-    result = sw.run(cells, out_dir, data=data, data_dir=data_dir, device=device, limit_train=limit_train,
-                    limit_test=limit_test, console=console, progress=not quiet, quiet=quiet)
+    runner = _executor(executor, address, cpus_per_trial, gpus_per_trial)
+    try:
+        result = sw.run(cells, out_dir, data=data, data_dir=data_dir, device=device, limit_train=limit_train,
+                        limit_test=limit_test, console=console, progress=not quiet, quiet=quiet,
+                        log_every=log_every, executor=runner)
+    finally:
+        runner.close()
     runs = [load_run(c.run_dir) for c in cells if is_run_dir(c.run_dir)]
     if runs:
         cmp.print_table(console, cmp.compare(runs), title=f"sweep {out_dir}")
@@ -503,11 +529,78 @@ def sweep(
         groups: dict[str, list] = {}
         for run in runs:
             groups.setdefault(run.spec_name, []).append(run)
-        path = sw.band(groups, out_dir / "band.png")
+        path = sw.band(groups, out_dir / f"band.{fmt or 'png'}", fmt=fmt, dpi=dpi)
         console.print(f"wrote {escape(str(path))}", highlight=False)
     if result.interrupted:
         err_console.print("sweep interrupted: run the same command again to continue where it stopped",
                           highlight=False)
+        raise typer.Exit(130)
+
+
+@app.command()
+@user_errors
+def tune(
+    spec: SpecArg,
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="recipe name or YAML path every trial starts from",
+                                        show_default=False)],
+    space: Annotated[Path, typer.Option("--space", help="search-space YAML: params (recipe keys, vars.NAME), "
+                                        "metric, sampler, pruner", show_default=False)],
+    trials: Annotated[int | None, typer.Option("--trials", "-n", help="finished trials the study should have "
+                                               "(default: the grid's size with --sampler grid)", min=1)] = None,
+    sampler: Annotated[str | None, typer.Option("--sampler", help="tpe, random or grid (default: the space "
+                                                "file's, else tpe)")] = None,
+    pruner: Annotated[str | None, typer.Option("--pruner", help="median, halving, hyperband or none (default: "
+                                               "the space file's, else median)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe key in every trial "
+                                                   "(repeatable)")] = None,
+    data: DataOpt = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
+    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)] = None,
+    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
+    = None,
+    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    out: Annotated[Path | None, typer.Option("--out", help="study folder: study.db and one run directory per "
+                                             "trial (default: runs/tune-<spec>-<space>)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check the spec, recipe and space; train nothing")]
+    = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
+    allow_import: AllowImportOpt = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    cpus_per_trial: CpusOpt = 1.0,
+    gpus_per_trial: GpusOpt = 0.0,
+    parallel: Annotated[int | None, typer.Option("--parallel", help="trials at once with --executor ray "
+                                                 "(default: as many as the cluster's resources fit)", min=1)] = None,
+) -> None:
+    """Search hyperparameters with Optuna: each trial is a run directory; bad trials are pruned early.
+
+    The study lives in OUT/study.db: run the same command again to continue it (also after a kill).
+
+    Example: archspec tune specs/tutorial.yaml --recipe sgd --space lr-space.yaml --trials 12
+    """
+    from archspec.experiments import sweep as sw
+    from archspec.experiments import tune as tn
+
+    study = tn.plan(spec, recipe, space, trials=trials, sets=list(set_ or []), data=data, epochs=epochs, out=out,
+                    sampler=sampler, pruner=pruner, allow_import=allow_import, limits=(limit_train, limit_test))
+    console.print(escape(tn.describe_plan(study)), highlight=False)
+    if dry_run:
+        return
+    if parallel is not None and executor == "local":
+        raise ArchspecError("--parallel needs --executor ray (the local executor runs one trial at a time)")
+    options = sw.TrainOptions(data=data, data_dir=data_dir, device=device, limit_train=limit_train,
+                              limit_test=limit_test, progress=not quiet and executor == "local", quiet=quiet)
+    runner = _executor(executor, address, cpus_per_trial, gpus_per_trial)
+    try:
+        result = tn.run(study, executor=runner, options=options, console=console, parallel=parallel)
+    finally:
+        runner.close()
+    console.print(tn.trials_table(result))
+    for line in tn.closing_lines(result):
+        console.print(escape(line), highlight=False)
+    if result.interrupted:
+        err_console.print("tune interrupted: run the same command again to continue the study", highlight=False)
         raise typer.Exit(130)
 
 
@@ -518,6 +611,8 @@ def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="the HTML file to write")] = Path("report.html"),
     title: Annotated[str, typer.Option(help="page title")] = "archspec report",
     sort: SortOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="figures embedded as png or svg")] = "png",
+    dpi: DpiOpt = 110,
 ) -> None:
     """Write one self-contained HTML page: comparison table, layer tables, every run's curves.
 
@@ -528,7 +623,7 @@ def report(
     from archspec.experiments.report import write_report
     from archspec.experiments.runs import find_runs
 
-    path = write_report(find_runs(runs), output, title=title, sort=sort)
+    path = write_report(find_runs(runs), output, title=title, sort=sort, fmt=fmt, dpi=dpi)
     console.print(f"wrote {escape(str(path))}", highlight=False)
 
 
@@ -558,8 +653,12 @@ def export(
     result = export_model(loaded, checkpoint, fmt=fmt, out=output)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    console.print(f"wrote {escape(str(result.path))} ({result.format}, {result.params:,} params, "
-                  f"max difference to archspec {result.max_abs_diff:.2g})", highlight=False)
+    checked = ("output not checked" if result.max_abs_diff is None
+               else f"max difference to archspec {result.max_abs_diff:.2g}")
+    console.print(f"wrote {escape(str(result.path))} ({result.format}, {result.params:,} params, {checked})",
+                  highlight=False)
+    if result.unchecked:
+        err_console.print(f"[yellow]note:[/] {escape(result.unchecked)}", highlight=False)
 
 
 def main() -> None:
@@ -569,4 +668,7 @@ def main() -> None:
     except ArchspecError as e:  # pragma: no cover - commands already catch these
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # outside a command (they print the same): e.g. while Typer builds the app
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 

@@ -54,8 +54,8 @@ from archspec.codegen import to_pytorch  # noqa: E402
 from archspec.recipes import load_recipe  # noqa: E402
 from archspec.recipes.build import _FUSED_ON_CUDA, OPTIMIZERS  # noqa: E402
 from archspec.train import loop  # noqa: E402
-from archspec.train.compiling import resolve_compile  # noqa: E402
 from archspec.train.device import resolve_device, resolve_precision  # noqa: E402
+from archspec.train.torch_compile import resolve_compile  # noqa: E402
 
 SHAPE = (3, 32, 32)
 PAD = 4

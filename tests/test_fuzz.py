@@ -209,7 +209,7 @@ def check_recipe(path):
         build_scheduler(recipe, optimizer, 3)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(RECIPE_SLOTS), NUMBER_TEXT)
 def test_random_numbers_in_recipes_load_and_build_or_raise_one_line(tmp_path, slot, number):
     path = tmp_path / "r.yaml"
@@ -217,7 +217,7 @@ def test_random_numbers_in_recipes_load_and_build_or_raise_one_line(tmp_path, sl
     check_recipe(path)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 400), st.sampled_from(["list", "map", "block"]),
        st.sampled_from(["spec-layers", "spec-option", "spec-vars", "recipe-augment", "recipe-optimizer"]))
 def test_random_nesting_depths_raise_one_line(tmp_path, depth, style, where):
@@ -263,7 +263,7 @@ def cli_exit(result) -> int:
     return result.exit_code
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(["count-depth", "show-set", "plot-steps"]), OPTION_TEXT)
 def test_random_cli_options_exit_0_or_2(tmp_path, cli, command, value):
     spec = tmp_path / "s.yaml"
@@ -344,7 +344,7 @@ def damaged_run_file(draw) -> tuple[str, bytes]:
     return name, f"{header}\n{number},{number},{number},{number}\n".encode()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(damaged_run_file(), min_size=1, max_size=3),
        st.sampled_from([[], ["--json"], ["--csv"], ["--markdown"], ["--sort", "test_acc"], ["--sort", "time"],
                         ["--sort", "optimizer.lr"]]))

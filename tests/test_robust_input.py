@@ -394,11 +394,11 @@ def test_run_dir_csv_with_nul_bytes_is_a_problem(tmp_path):
     (run / "steps.csv").write_bytes(b"step,epoch,loss,lr\n" + b"7" * 200_000 + b"\n")
     loaded = load_run(run)
     assert "metrics.csv unreadable" in loaded.problems
-    assert loaded.step_series() == ([], []) and "steps.csv unreadable" in loaded.problems
+    assert loaded.steps == [] and "steps.csv unreadable" in loaded.problems
 
 
 def test_run_spec_hint_reads_spec_yaml_bounded(tmp_path):
-    from archspec.cli import _run_spec
+    from archspec.train.prepare import _saved_spec as _run_spec
 
     run = _run_dir(tmp_path)
     (run / "spec.yaml").write_text(BOMB)

@@ -4,7 +4,9 @@ The model is rebuilt from the spec, the checkpoint's weights are loaded strictly
 another spec fails with the layer that differs, not PyTorch's key dump), it is put in eval mode
 (dropout off, BatchNorm on its running statistics), traced on one input of the spec's shape, and
 the traced model's output is checked against the original on a fixed random input before the
-file is written. An export that would silently compute something else is refused.
+file is written. An export that would silently compute something else is refused. Without a
+runtime to run the file (ONNX without onnxruntime) the outputs are not compared, and the result
+says so instead of reporting a difference.
 
 TorchScript uses `torch.jit.trace`: archspec models are straight-line module graphs, which
 tracing captures exactly, and tracing accepts every layer kind (scripting would reject some).
@@ -33,38 +35,44 @@ class ExportResult:
     path: Path
     format: str
     params: int
-    max_abs_diff: float  # exported vs archspec model on the check input
+    max_abs_diff: float | None  # exported vs archspec model on the check input; None: not checked
     warnings: list[str]
+    unchecked: str | None = None  # why the outputs were not compared (no runtime to run the file)
+
+
+NO_RUNTIME = ("onnxruntime is not installed, so the exported model was not run (the graph passed "
+              "onnx.checker); pip install onnxruntime to compare its outputs")
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def load_weights(checkpoint: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(state_dict, the whole checkpoint dict) from a .pt file or a run directory (its best.pt).
+    """(state_dict, the whole checkpoint dict) from a .pt file or a run directory (its best model).
 
-    Accepts an archspec checkpoint ({"model": state_dict, ...}) or a bare state_dict, always with
-    `torch.load(weights_only=True)`, which refuses pickled code.
+    Accepts an archspec checkpoint (checked like every reader checks it: checksums, format
+    version, field types), a bare state_dict, or another trainer's {"model": state_dict, ...};
+    always with `torch.load(weights_only=True)`, which refuses pickled code.
     """
     import torch
 
-    from archspec.train.checkpoint import checkpoint_path
+    from archspec.train.checkpoint import read_torch_file, weights_file
+    from archspec.train.checkpoint_schema import FORMAT, check_structure
 
-    path = checkpoint_path(checkpoint, prefer="best.pt")
-    if path.is_dir():
-        raise ArchspecError("expected a checkpoint file, got a directory", file=str(path))
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArchspecError(f"cannot read checkpoint: {first}", file=str(path),
-                            hint="the file is corrupt, not a checkpoint, or holds pickled objects "
-                                 "that weights_only loading refuses") from None
-    if isinstance(data, dict) and isinstance(data.get("model"), dict):
-        state = data["model"]
-    elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
-        state, data = data, {}
-    else:
-        raise ArchspecError("not a model checkpoint (no \"model\" state_dict inside)", file=str(path),
-                            hint="pass a last.pt / best.pt written by `archspec train`, or a run directory")
-    return state, data
+    path, _ = weights_file(checkpoint)
+    data = read_torch_file(path)
+    if isinstance(data, dict) and data.get("format") == FORMAT:  # one of ours: the same gate as resume and eval
+        check_structure(data, str(path))
+        return data["model"], data
+    if isinstance(data, dict) and isinstance(data.get("model"), dict) and data["model"] and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data["model"].items()):
+        return data["model"], {}
+    if isinstance(data, dict) and data and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in data.items()):
+        return data, {}
+    raise ArchspecError("not a model checkpoint (no \"model\" state_dict inside)", file=str(path),
+                        hint="pass a last.pt / best.pt written by `archspec train`, or a run directory")
 
 
 def _load_into(model, state: dict[str, Any], ckpt: dict[str, Any], spec, file: str) -> list[str]:
@@ -99,7 +107,7 @@ def export_model(spec, checkpoint: str | Path, *, fmt: str = "torchscript", out:
     """Export `spec` (a loaded Spec) with `checkpoint`'s weights; returns where and how well it matched."""
     if fmt not in FORMATS:
         raise ArchspecError(f'unknown export format "{fmt}"; formats: {", ".join(FORMATS)}', path="--format")
-    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+    if fmt == "onnx" and not _installed("onnx"):
         raise ArchspecError("ONNX export needs the onnx package, which is not installed",
                             path="--format onnx", hint="pip install onnx   (or export --format torchscript)")
     import torch
@@ -121,17 +129,20 @@ def export_model(spec, checkpoint: str | Path, *, fmt: str = "torchscript", out:
             data, exported_out = _torchscript(model, example)
         else:
             data, exported_out = _onnx(model, example)
-    diff = float((exported_out - expected).abs().max()) if expected.numel() else 0.0
-    if not torch.allclose(exported_out, expected, atol=TOLERANCE, rtol=TOLERANCE):
-        raise ArchspecError(f"the exported {fmt} model computes something else (max difference {diff:.3g}); "
-                            "nothing written", path=spec.name,
-                            hint="a layer with input-dependent control flow cannot be traced")
+    diff = None
+    if exported_out is not None:  # None: nothing to run the file with; never compare the model with itself
+        diff = float((exported_out - expected).abs().max()) if expected.numel() else 0.0
+        if not torch.allclose(exported_out, expected, atol=TOLERANCE, rtol=TOLERANCE):
+            raise ArchspecError(f"the exported {fmt} model computes something else (max difference {diff:.3g}); "
+                                "nothing written", path=spec.name,
+                                hint="a layer with input-dependent control flow cannot be traced")
     try:
         atomic_write_bytes(out_path, data)
     except OSError as exc:
         raise ArchspecError(f"cannot write the export: {exc.strerror or exc}", file=str(out_path)) from None
     params = sum(p.numel() for p in model.parameters())
-    return ExportResult(path=out_path, format=fmt, params=params, max_abs_diff=diff, warnings=notes)
+    return ExportResult(path=out_path, format=fmt, params=params, max_abs_diff=diff, warnings=notes,
+                        unchecked=NO_RUNTIME if exported_out is None else None)
 
 
 def _torchscript(model, example):
@@ -155,7 +166,8 @@ def _torchscript(model, example):
 
 
 def _onnx(model, example):  # pragma: no cover - needs the optional onnx package
-    """torch.onnx.export to bytes; checked with onnxruntime when it is installed, else by onnx.checker."""
+    """(bytes, outputs): torch.onnx.export, checked by onnx.checker; the outputs are onnxruntime's on
+    `example`, or None when onnxruntime is not installed (then nothing was run)."""
     import tempfile
 
     import onnx
@@ -174,11 +186,10 @@ def _onnx(model, example):  # pragma: no cover - needs the optional onnx package
                                 hint="pip install onnxscript (the exporter torch uses by default)") from None
         data = target.read_bytes()
     onnx.checker.check_model(onnx.load_from_string(data))
-    if importlib.util.find_spec("onnxruntime") is not None:
-        import onnxruntime
+    if not _installed("onnxruntime"):
+        return data, None
+    import onnxruntime
 
-        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-        result = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
-        return data, torch.from_numpy(result)
-    with torch.no_grad():
-        return data, model(example)  # no runtime to check with: the graph was checked structurally
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    result = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
+    return data, torch.from_numpy(result)

@@ -3,11 +3,13 @@
 A run directory may be complete, still training, interrupted, or damaged (a file deleted, a copy
 cut short). Comparing experiments is exactly when such runs turn up, so a run that is missing
 files is still loaded and shown, with its problems listed, rather than aborting the whole command.
+A run directory is user input too: every file is read with a size cap and YAML through the bounded
+loader (archspec/spec/yamlload.py), and numbers archspec would never write (NaN, infinity, beyond
+int64) read as null, so a damaged or hostile file becomes a listed problem or a "-", never a hang
+or a traceback.
 Only a path that is not a run directory at all (and holds none) is an error.
 
-No torch import: everything here is JSON, CSV and YAML. Every file is read with a size cap and YAML
-through the bounded loader (archspec/spec/yamlload.py): a run directory is user input too, and a
-damaged or hostile file must become a listed problem, never a hang or a traceback.
+No torch import: everything here is JSON, CSV and YAML.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from archspec.errors import ArchspecError
+from archspec.figures import Curves
 from archspec.spec.yamlload import load_yaml, read_text_capped
 
 # Any one of these marks a directory as a run directory (a run killed early may have only some).
@@ -39,6 +43,7 @@ class Run:
     spec: dict[str, Any] | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    _steps: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -63,39 +68,28 @@ class Run:
         value = self.summary.get("dataset") or (self.spec or {}).get("dataset")
         return None if value is None else str(value)
 
-    def series(self, key: str) -> tuple[list[int], list[float]]:
-        """(epochs, values) of one metric, skipping epochs where it is missing or not finite."""
-        xs, ys = [], []
-        for row in self.metrics:
-            value = row.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                epoch = row.get("epoch")  # a damaged row's epoch may be anything: then its position
-                xs.append(int(epoch) if _finite(epoch) else len(xs) + 1)
-                ys.append(float(value))
-        return xs, ys
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        """The rows of steps.csv (step, epoch, loss, lr), read on first use; empty when the run has
+        none (runs made before archspec recorded per-step losses) or an unreadable one (noted in
+        `problems`)."""
+        if self._steps is None:
+            self._steps = []
+            path = self.path / "steps.csv"
+            if path.is_file():
+                from archspec.train.rundir import read_steps_csv
 
-    def step_series(self) -> tuple[list[float], list[float]]:
-        """(x, loss) per optimisation step from steps.csv, x in epochs (step / steps per epoch, so
-        step curves share the epoch axis); empty when the run has no steps.csv (runs made before
-        archspec recorded per-step losses) or an unreadable one."""
-        path = self.path / "steps.csv"
-        if not path.is_file():
-            return [], []
-        from archspec.train.rundir import read_steps_csv
+                try:
+                    _check_size(path)
+                    rows = [{k: _sane(v) for k, v in row.items()} for row in read_steps_csv(path)]
+                    self._steps = [row for row in rows if row["step"] is not None and row["epoch"] is not None]
+                except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, csv.Error):
+                    self.problems.append("steps.csv unreadable")
+        return self._steps
 
-        try:
-            _check_size(path)
-            rows = read_steps_csv(path)
-        except (OSError, ValueError, KeyError, TypeError, csv.Error):
-            self.problems.append("steps.csv unreadable")
-            return [], []
-        per_epoch = max(1, sum(1 for row in rows if row["epoch"] == 1))
-        xs, ys = [], []
-        for row in rows:
-            if row["loss"] is not None and math.isfinite(row["loss"]) and abs(row["step"]) < 2**63:
-                xs.append(row["step"] / per_epoch)
-                ys.append(row["loss"])
-        return xs, ys
+    def curves(self, label: str | None = None) -> Curves:
+        """What the figures draw of this run, under `label` (default: the run directory's name)."""
+        return Curves(label=self.name if label is None else label, metrics=self.metrics, steps=self.steps)
 
     def stats(self) -> dict[str, Any]:
         """The numbers a comparison shows, from summary.json, falling back to the metrics rows."""
@@ -155,7 +149,7 @@ def _read_metrics(path: Path, run: Run) -> list[dict[str, Any]]:
             text = read_text_capped(jsonl, max_bytes=MAX_METRICS_BYTES)
             rows = [_json(line) for line in text.splitlines() if line.strip()]
             if all(isinstance(r, dict) for r in rows):
-                return rows
+                return [_metrics_row(r) for r in rows]
         except (ArchspecError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
             pass
         run.problems.append("metrics.jsonl unreadable")
@@ -165,7 +159,7 @@ def _read_metrics(path: Path, run: Run) -> list[dict[str, Any]]:
 
         try:
             _check_size(csv_path)
-            return [{k: _sane(v) for k, v in row.items()} for row in read_metrics_csv(csv_path)]
+            return [_metrics_row({k: _sane(v) for k, v in row.items()}) for row in read_metrics_csv(csv_path)]
         except (OSError, ValueError, TypeError, csv.Error):
             run.problems.append("metrics.csv unreadable")
     return []
@@ -180,8 +174,7 @@ def _check_size(path: Path) -> None:
 
 def _json(text: str) -> Any:
     """JSON with NaN, Infinity and out-of-range numbers (beyond float, or int64 for integers) read
-    as null, as archspec writes them: a hand-edited or damaged file then shows "-" instead of
-    breaking a table."""
+    as null, as archspec writes them."""
     return json.loads(text, parse_constant=lambda _: None,
                       parse_float=lambda s: value if math.isfinite(value := float(s)) else None,
                       parse_int=lambda s: value if abs(value := int(s)) < 2**63 else None)
@@ -194,6 +187,13 @@ def _sane(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
         return None
     return value
+
+
+def _metrics_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A damaged row's epoch may be anything: without a usable one, figures use the row's position."""
+    if "epoch" in row and not _finite(row["epoch"]):
+        row = {k: v for k, v in row.items() if k != "epoch"}
+    return row
 
 
 def _read_json(path: Path, run: Run) -> dict[str, Any]:
@@ -236,14 +236,39 @@ def _not_a_run(path: Path) -> ArchspecError:
                          hint=f"a run directory holds {', '.join(EXPECTED_FILES)} (written by `archspec train`)")
 
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def natural_key(text: Any) -> tuple:
+    """A sort key that orders the numbers inside strings by value, not character by character:
+    "lr=3e-4" < "lr=0.001" < "lr=0.01", "epochs=5" < "epochs=10", "run-2" < "run-10". Numbers
+    are unsigned (a "-" in a run name is a separator, not a minus)."""
+    text = str(text)
+    parts: list[tuple[int, Any]] = []
+    position = 0
+    for match in _NUMBER.finditer(text):
+        if match.start() > position:
+            parts.append((0, text[position:match.start()]))
+        parts.append((1, float(match.group())))
+        position = match.end()
+    if position < len(text):
+        parts.append((0, text[position:]))
+    return tuple(parts)
+
+
+def _by_name(paths) -> list[Path]:
+    return sorted(paths, key=lambda path: natural_key(path.name))
+
+
 def _runs_under(folder: Path) -> list[Path]:
-    """Run directories among `folder`'s children and grandchildren (runs/ holds sweep folders of runs)."""
+    """Run directories among `folder`'s children and grandchildren (runs/ holds sweep folders of runs),
+    in natural order of their names (a sweep's lr=0.001, lr=0.003, lr=0.01 come in that order)."""
     found = []
-    for child in sorted(folder.iterdir()):
+    for child in _by_name(folder.iterdir()):
         if is_run_dir(child):
             found.append(child)
         elif child.is_dir():
-            found.extend(sorted(grandchild for grandchild in child.iterdir() if is_run_dir(grandchild)))
+            found.extend(_by_name(grandchild for grandchild in child.iterdir() if is_run_dir(grandchild)))
     return found
 
 

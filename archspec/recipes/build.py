@@ -18,7 +18,6 @@ The resulting curves are checked numerically against closed forms in tests/test_
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,8 @@ from torch.nn import functional as F
 from torch.optim import lr_scheduler
 
 from archspec.errors import ArchspecError
-from archspec.recipes.recipe import Recipe
+from archspec.memory import OptimizerMemory, Setup
+from archspec.recipes.recipe import OptimizerConfig, Recipe
 from archspec.recipes.schedule import phase_end_lrs, plan_phases, steps_per_unit
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -108,6 +108,34 @@ def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     return OPTIMIZERS[cfg.name](groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
 
 
+def optimizer_memory(cfg: OptimizerConfig, device: str) -> OptimizerMemory:
+    """What `build_optimizer`'s optimizer adds to a training step on `device` ("cuda" or "cpu"), for
+    archspec/memory.py: state tensors per parameter, step counters, and the temporaries of
+    ``step()``. On CUDA SGD/Adam/AdamW run fused (no temporaries) and Adagrad/RMSprop use torch's
+    foreach kernels (temporaries for all parameters at once); on the CPU torch loops over the
+    parameters, so only the largest parameter's temporaries are alive at a time. The counts follow
+    torch's implementations and are measured in tests/test_memory.py."""
+    wd = 1 if cfg.weight_decay else 0
+    momentum = 1 if cfg.momentum else 0
+    if cfg.name == "sgd":
+        state, counters, scratch = momentum, False, wd + (1 if cfg.nesterov else 0)
+    elif cfg.name in ("adam", "adamw"):
+        state, counters, scratch = 2 + (1 if cfg.amsgrad else 0), True, 2 + (wd if cfg.name == "adam" else 0)
+    elif cfg.name == "adagrad":
+        state, counters, scratch = 1, True, 1 + wd
+    else:  # rmsprop: square averages, a momentum buffer and the centred mean when asked for
+        state, counters, scratch = 1 + momentum + (1 if cfg.centered else 0), True, 1 + wd
+    if device == "cuda" and cfg.name in _FUSED_ON_CUDA:
+        scratch = 0
+    return OptimizerMemory(cfg.name, state, counters, scratch, scratch_all=device == "cuda" and scratch > 0)
+
+
+def memory_setup(recipe: Recipe, device: str, precision: str | None = None) -> Setup:
+    """What `archspec count` estimates training memory for: the recipe's batch size, precision
+    (unless `precision` is given) and optimizer, on `device` ("cuda" or "cpu")."""
+    return Setup(recipe.batch_size, device, precision or recipe.precision, optimizer_memory(recipe.optimizer, device))
+
+
 # --- scheduler -------------------------------------------------------------------------------
 
 
@@ -149,7 +177,7 @@ def build_scheduler(
     recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> tuple[lr_scheduler.LRScheduler, str]:
     """The recipe's LR scheduler and when to step it: ``"batch"`` (after every optimizer step) or
-    ``"epoch"`` (once after every epoch). Call it once, on a freshly built optimizer, and before
+    ``"epoch"`` (once after every epoch); `scheduler_due` applies that rule. Call it once, on a freshly built optimizer, and before
     loading a checkpoint's optimizer/scheduler state.
     """
     if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
@@ -207,15 +235,37 @@ def build_scheduler(
     return lr_scheduler.SequentialLR(optimizer, pieces, milestones), schedule.interval
 
 
+def scheduler_due(interval: str, step: int, steps_per_epoch: int) -> bool:
+    """Whether the scheduler steps after optimizer step `step` (counted from 1): after every step for
+    per-batch schedules, after each epoch's last step for per-epoch ones. The training loop and
+    `lr_curve` both ask this, so the plotted curve is the trained one."""
+    return interval == "batch" or step % max(1, steps_per_epoch) == 0
+
+
 # --- loss ------------------------------------------------------------------------------------
+
+
+def _check_log_probabilities(output: torch.Tensor) -> None:
+    """`loss: nll` takes the model's output as log-probabilities: each row's exp must sum to 1."""
+    with torch.no_grad():
+        total = torch.logsumexp(output.detach().float(), dim=1).abs().max().item()
+    if not total < 1e-2:  # also catches NaN
+        raise ArchspecError("loss nll expects the model to output log-probabilities (exp of each row "
+                            f"summing to 1), but this model's first batch is off by {total:.3g} in log space",
+                            path="loss", hint="end the spec with `log_softmax`, or use loss: cross_entropy "
+                                              "(which takes raw logits)")
 
 
 def build_loss(recipe: Recipe, num_classes: int):
     """``loss(logits, targets) -> scalar``. Targets are class indices, or class probabilities
     (float [B, C], e.g. from mixup) for all three losses.
 
-    * ``cross_entropy``: `nn.CrossEntropyLoss` with the recipe's label smoothing.
-    * ``nll``: log_softmax of the logits, then negative log-likelihood (the reports' F.nll_loss).
+    * ``cross_entropy``: `nn.CrossEntropyLoss` with the recipe's label smoothing; expects logits.
+    * ``nll``: `F.nll_loss` on the model's output as it is, which must be log-probabilities (a
+      spec ending in `log_softmax`), exactly what the reports' ``F.nll_loss(model(x), y)`` did.
+      Applying log_softmax again would be harmless in value but not the same arithmetic. The
+      first batch is checked: outputs that are not log-probabilities are an error, not a run that
+      silently trains on -logit[y].
     * ``mse``: mean squared error between the raw logits and one-hot targets (no softmax), as the
       reports did; label smoothing, if set, smooths the one-hot targets.
     """
@@ -225,11 +275,16 @@ def build_loss(recipe: Recipe, num_classes: int):
         return nn.CrossEntropyLoss(label_smoothing=smoothing)
 
     if name == "nll":
-        def nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            logp = F.log_softmax(logits.float(), dim=1)
+        checked = False
+
+        def nll(logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            nonlocal checked
+            if not checked:
+                _check_log_probabilities(logp)
+                checked = True
             if targets.is_floating_point():
-                return -(targets * logp).sum(dim=1).mean()
-            return F.nll_loss(logp, targets)
+                return -(targets * logp.float()).sum(dim=1).mean()
+            return F.nll_loss(logp.float(), targets)
 
         return nll
 
@@ -257,7 +312,7 @@ def apply_init(model: nn.Module, scheme: str) -> nn.Module:
     """
     if scheme not in INIT_SCHEMES:
         raise ArchspecError(f'unknown init "{scheme}"; choose one of {", ".join(INIT_SCHEMES)}')
-    if scheme in ("default", "whiten"):  # whiten needs training images: the loop calls archspec.init_whiten
+    if scheme in ("default", "whiten"):  # whiten needs training images: set-up calls archspec.train.whiten
         return model
     with torch.no_grad():
         for name, module in model.named_modules():
@@ -302,11 +357,9 @@ def lr_curve(recipe: Recipe, steps_per_epoch: int = 1) -> list[float]:
         if i == units - 1:
             break
         optimizer.step()  # no gradient: a no-op that keeps torch's "step order" check satisfied
-        scheduler.step()
+        if scheduler_due(interval, (i + 1) * repeat, steps_per_epoch):
+            scheduler.step()
     return lrs
-
-
-_PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
 
 
 def plot_lr(
@@ -315,40 +368,21 @@ def plot_lr(
     steps_per_epoch: int | None = None,
     *,
     lrs: Sequence[float] | None = None,
+    fmt: str | None = None,
+    dpi: int | None = None,
 ) -> Path:
-    """Draw the LR curve (x: epochs) to `path` (png/svg/pdf), written atomically.
+    """Draw the LR curve (x: epochs) to `path` (png/svg/pdf: `fmt`, else the file's suffix), written
+    atomically; the folder is created if needed.
 
     `lrs` plots given values (e.g. the lrs a run actually used, one per step) instead of
     `lr_curve`. `steps_per_epoch` defaults to 1 for per-epoch schedules and 100 for per-batch ones.
     """
-    from matplotlib.figure import Figure
+    from archspec.figures import DEFAULT_DPI, figure_format, lr_figure, write_figure
 
-    from archspec.io import atomic_write_bytes
-
-    target = Path(path)
-    fmt = _PLOT_FORMATS.get(target.suffix.lower())
-    if fmt is None:
-        raise ArchspecError(f'cannot tell the image format of "{target}"; use one of '
-                            f"{', '.join(_PLOT_FORMATS)}", file=str(target))
+    fmt = figure_format(path, fmt)  # a bad name fails before the schedule is computed
     if steps_per_epoch is None:
         steps_per_epoch = 100 if recipe.schedule.interval == "batch" else 1
     values = list(lrs) if lrs is not None else lr_curve(recipe, steps_per_epoch)
-    xs = [i / steps_per_epoch for i in range(len(values) + 1)]
-    values = values + values[-1:]  # the last step lasts until the end of the run
-
-    fig = Figure(figsize=(7.0, 3.6), dpi=120, layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(xs[: len(values)], values, linewidth=1.6, drawstyle="steps-post")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate")
-    ax.set_title(f"{recipe.name}: {recipe.optimizer.describe()}, {recipe.schedule.describe()}", fontsize=10)
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    ax.grid(alpha=0.3)
-    ax.set_xlim(0, max(xs[-1], 1))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return atomic_write_bytes(target, buffer.getvalue())
-    except OSError as e:
-        raise ArchspecError(f"cannot write the plot ({e.strerror})", file=str(target)) from None
+    title = f"{recipe.name}: {recipe.optimizer.describe()}, {recipe.schedule.describe()}"
+    return write_figure(lr_figure(values, steps_per_epoch, title=title), path, fmt=fmt,
+                        dpi=dpi or DEFAULT_DPI, make_folder=True)

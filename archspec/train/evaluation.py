@@ -76,6 +76,24 @@ def evaluate_loader(model: torch.nn.Module, loader, *, device: torch.device, pre
     return loss / seen, hits / seen, class_correct, class_total, seen
 
 
+def _model_from(spec, ckpt: dict[str, Any], path: Path, dev: torch.device) -> tuple[torch.nn.Module, list[str], bool]:
+    """(the spec's model with the checkpoint's weights on `dev`, compatibility warnings, channels_last).
+    The weights are the EMA average when the run had one: those its test accuracy was measured with."""
+    import archspec
+    from archspec.train.checkpoint import check_compatible, spec_fingerprint
+
+    model = archspec.build_model(spec)
+    warnings = check_compatible(ckpt, spec_name=spec.name, fingerprint=spec_fingerprint(spec.resolved),
+                                model_state=model.state_dict(), file=str(path), strict=False)
+    ema = ckpt.get("ema")
+    model.load_state_dict(ema["model"] if ema else ckpt["model"])
+    model.to(dev)
+    channels_last = wants_channels_last(model, dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model, warnings, channels_last
+
+
 def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_dir: str | Path | None = None,
              device: str = "auto", limit_test: int | None = None, batch_size: int | None = None,
              workers: int | None = None) -> EvalResult:
@@ -83,50 +101,45 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
 
     `spec` is a loaded Spec or a path to one (re-targeted with `dataset` when given). A run
     directory means its best.pt (falling back to last.pt). The checkpoint must fit the spec's
-    layer shapes; a renamed or cosmetically edited spec only produces a warning.
+    layer shapes; a renamed or cosmetically edited spec only produces a warning. The file's
+    checksums and fields are verified before anything is loaded (archspec.train.checkpoint).
     """
     import archspec
     from archspec.data.loader import make_test_loader
-    from archspec.train.checkpoint import check_compatible, checkpoint_path, load_checkpoint, spec_fingerprint
+    from archspec.recipes.recipe import RECIPE_DEFAULTS
+    from archspec.train.checkpoint import load_checkpoint, weights_file
 
     if not hasattr(spec, "resolved"):
         spec = archspec.load_spec(spec, dataset=dataset)
-    path = checkpoint_path(checkpoint, prefer="best.pt")
+    path, note = weights_file(checkpoint)
     ckpt = load_checkpoint(path)
     dev = resolve_device(device)
-    recipe: dict[str, Any] = ckpt.get("recipe") or {}
+    saved = {k: v for k, v in (ckpt.get("recipe") or {}).items() if v is not None}
+    recipe: dict[str, Any] = {**RECIPE_DEFAULTS, **saved}  # the run's recipe, as trained
     try:  # evaluate in the precision the run trained in, so the numbers match its metrics
-        precision = resolve_precision(recipe.get("precision", "auto"), dev)
+        precision = resolve_precision(recipe["precision"], dev)
     except ArchspecError:  # e.g. an fp16 (CUDA) run evaluated on a CPU
         precision = resolve_precision("auto", dev)
 
-    model = archspec.build_model(spec)
-    warnings = check_compatible(ckpt, spec_name=spec.name, fingerprint=spec_fingerprint(spec.resolved),
-                                model_state=model.state_dict(), file=str(path), strict=False)
-    ema = ckpt.get("ema")
-    model.load_state_dict(ema["model"] if ema else ckpt["model"])  # the weights the run's test_acc used
-    model.to(dev)
-    channels_last = wants_channels_last(model, dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-
+    model, warnings, channels_last = _model_from(spec, ckpt, path, dev)
+    warnings += [note] if note else []
+    batch_size = int(batch_size or recipe.get("eval_batch_size") or DEFAULT_EVAL_BATCH)  # --batch-size wins
     ds = dataset or spec.dataset or ckpt.get("dataset")
     if not ds:
         raise ArchspecError("no dataset to evaluate on: the spec has no `dataset:`; pass --data NAME")
     bundle = make_test_loader(  # the test split only: no time spent decoding the training images
         ds, input_shape=tuple(spec.input_shape), num_classes=spec.num_classes,
-        batch_size=int(batch_size or DEFAULT_EVAL_BATCH), normalize=recipe.get("normalize", True),
-        data_dir=data_dir, limit_test=limit_test, device=str(dev), seed=int(recipe.get("seed", 0) or 0),
+        batch_size=batch_size, normalize=recipe["normalize"],
+        data_dir=data_dir, limit_test=limit_test, device=str(dev), seed=int(recipe["seed"]),
     )
     num_classes = spec.num_classes or len(bundle.class_names)
     try:
         loss, acc, class_correct, class_total, seen = evaluate_loader(
             model, bundle.test, device=dev, precision=precision, channels_last=channels_last,
-            num_classes=num_classes, tta=recipe.get("tta") or "none")
+            num_classes=num_classes, tta=recipe["tta"])
     except torch.OutOfMemoryError:
-        size = int(batch_size or DEFAULT_EVAL_BATCH)
-        raise ArchspecError(f"out of GPU memory evaluating with batch size {size}",
-                            hint=f"try a smaller --batch-size (e.g. {max(1, size // 4)})") from None
+        raise ArchspecError(f"out of GPU memory evaluating with batch size {batch_size}",
+                            hint=f"try a smaller --batch-size (e.g. {max(1, batch_size // 4)})") from None
     names = list(bundle.class_names) or [str(i) for i in range(num_classes)]
     per_class = []
     for i, (c, t) in enumerate(zip(class_correct.tolist(), class_total.tolist(), strict=True)):
