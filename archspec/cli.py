@@ -31,7 +31,7 @@ from archspec.train.distributed import (
 MAX_SEED = 2**63 - 1
 MAX_WORKERS = 256
 MAX_BATCH = 1_000_000
-MAX_DPI = 2400  # a figure is width x height x dpi^2 pixels: 10^6 dpi would need terabytes
+MAX_DPI = 1200  # pixels grow with dpi squared: 10^5 dpi would need terabytes; 1200 is print quality
 
 app = App(  # typer.Typer whose help names values for people: SPEC, RUN..., N (archspec.cli_help)
     name="archspec",

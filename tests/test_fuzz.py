@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -252,6 +253,22 @@ OPTION_TEXT = st.one_of(
 )
 
 
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    """Run each command once untraced: first calls import torch, rich and friends, which under
+    tracemalloc takes long enough to look like a hang."""
+    from typer.testing import CliRunner
+
+    from archspec.cli import app
+
+    folder = tmp_path_factory.mktemp("warm")
+    spec = folder / "s.yaml"
+    spec.write_text("input: [3, 8, 8]\nlayers: [conv: 4, flatten, linear: 2]\n")
+    run = write_run(folder)
+    for args in (["count", spec, "--json"], ["recipes", "show", "adam"], ["compare", run, run]):
+        CliRunner().invoke(app, [str(a) for a in args])
+
+
 def cli_exit(result) -> int:
     """0 or 2, never a traceback; an error's first line is `error: ...` (or click's usage error)."""
     assert "Traceback" not in result.output, result.output[-2000:]
@@ -264,17 +281,20 @@ def cli_exit(result) -> int:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from(["count-depth", "show-set", "plot-steps"]), OPTION_TEXT)
-def test_random_cli_options_exit_0_or_2(tmp_path, cli, command, value):
+@given(st.sampled_from(["count-depth", "count-batch", "show-set", "plot-steps", "plot-dpi"]), OPTION_TEXT)
+def test_random_cli_options_exit_0_or_2(tmp_path, cli, warm, command, value):
     spec = tmp_path / "s.yaml"
     spec.write_text("input: [3, 8, 8]\nlayers: [conv: 4, relu, flatten, linear: 2]\n")
     args = {
         "count-depth": ["count", spec, "--depth", value],
+        "count-batch": ["count", spec, "--batch-size", value, "--json"],
+        "plot-dpi": ["recipes", "plot", "quick", "--dpi", value if not value.isdigit() or int(value) > 1200 else "50",
+                     "-o", tmp_path / "lr.png"],  # valid dpis only cost time: the fuzz is about the rest
         "show-set": ["recipes", "show", "adam", "--set", f"seed={value}", "--set", f"optimizer.lr={value}"],
         "plot-steps": ["recipes", "plot", "quick", "--set", "epochs=1", "--steps-per-epoch", value,
                        "-o", tmp_path / "lr.png"],
     }[command]
-    bounded(lambda: cli_exit(cli(*args)), trace_memory=command != "plot-steps")  # matplotlib: time only
+    bounded(lambda: cli_exit(cli(*args)), trace_memory=not command.startswith("plot"))  # matplotlib: time only
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -348,7 +368,7 @@ def damaged_run_file(draw) -> tuple[str, bytes]:
 @given(st.lists(damaged_run_file(), min_size=1, max_size=3),
        st.sampled_from([[], ["--json"], ["--csv"], ["--markdown"], ["--sort", "test_acc"], ["--sort", "time"],
                         ["--sort", "optimizer.lr"]]))
-def test_random_run_dir_files_compare_exit_0_or_2(tmp_path_factory, cli, files, flags):
+def test_random_run_dir_files_compare_exit_0_or_2(tmp_path_factory, cli, warm, files, flags):
     folder = tmp_path_factory.mktemp("runs")
     run, intact = write_run(folder), write_run(folder / "other")
     for name, content in files:
