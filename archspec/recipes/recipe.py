@@ -61,11 +61,15 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "dataset": None,
     "workers": None,
     "ema": None,
+    "early_stop": None,
+    "log": "tensorboard",
     "tta": "none",
     "whiten": None,
 }
 EMA_DEFAULTS: dict[str, Any] = {"every": 1, "warmup_power": 0.0, "lookahead": False}
 WHITEN_DEFAULTS: dict[str, Any] = {"samples": 5000, "eps": 5.0e-4, "freeze": True}
+EARLY_STOP_DEFAULTS: dict[str, Any] = {"metric": "test_loss", "patience": 3, "min_delta": 0.0, "mode": "auto"}
+TRACKERS = ("tensorboard", "mlflow")  # what `log:` may name (archspec.train.tracking)
 
 
 class _Section:
@@ -264,6 +268,28 @@ class WhitenConfig(_Section):
 
 
 @dataclass(frozen=True)
+class EarlyStopConfig(_Section):
+    """``early_stop:`` (archspec.train.early_stop): end the run once `metric` has not improved by more
+    than `min_delta` for `patience` epochs in which it was measured. `mode` "auto" minimises losses
+    and maximises accuracies."""
+
+    metric: str = "test_loss"
+    patience: int = 3
+    min_delta: float = 0.0
+    mode: str = "auto"
+
+    @property
+    def goal(self) -> str:
+        """"min" or "max": the direction that counts as better."""
+        if self.mode != "auto":
+            return self.mode
+        return "min" if self.metric.endswith("loss") else "max"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A resolved, validated training recipe. Build one with `archspec.recipes.load_recipe`."""
 
@@ -286,6 +312,8 @@ class Recipe:
     dataset: str | None = None
     workers: int | None = None
     ema: EmaConfig | None = None
+    early_stop: EarlyStopConfig | None = None
+    log: tuple[str, ...] = ("tensorboard",)  # experiment trackers (archspec.train.tracking)
     tta: str = "none"
     whiten: WhitenConfig | None = None  # set (defaults filled in) exactly when init is "whiten"
     source: str = ""  # "builtin:adam" or the file path; not part of to_dict()
@@ -312,6 +340,10 @@ class Recipe:
             "ema": self.ema.to_dict() if self.ema is not None else None,
             "tta": self.tta,
         }
+        if self.early_stop is not None:
+            out["early_stop"] = self.early_stop.to_dict()
+        if self.log != ("tensorboard",):
+            out["log"] = list(self.log)
         if self.whiten is not None:
             out["whiten"] = self.whiten.to_dict()
         if self.dataset is not None:
@@ -380,6 +412,11 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
     if d["init"] == "whiten":
         w = {**WHITEN_DEFAULTS, **(d["whiten"] or {})}
         whiten = WhitenConfig(samples=int(w["samples"]), eps=float(w["eps"]), freeze=bool(w["freeze"]))
+    early_stop = None
+    if d["early_stop"] is not None:
+        e = {**EARLY_STOP_DEFAULTS, **d["early_stop"]}
+        early_stop = EarlyStopConfig(metric=e["metric"], patience=int(e["patience"]), min_delta=float(e["min_delta"]),
+                                     mode=e["mode"])
     schedule = d["schedule"] if isinstance(d["schedule"], dict) else {"type": d["schedule"]}
     loss = d["loss"] if isinstance(d["loss"], dict) else {"name": d["loss"]}
     normalize = d["normalize"]
@@ -405,7 +442,18 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
         dataset=d["dataset"],
         workers=int(d["workers"]) if d["workers"] is not None else None,
         ema=ema,
+        early_stop=early_stop,
+        log=_trackers(d["log"]),
         tta=d["tta"] or "none",
         whiten=whiten,
         source=source,
     )
+
+
+def _trackers(value: str | list[str] | None) -> tuple[str, ...]:
+    """`log:` as a tuple in the order written: "mlflow" -> ("mlflow",), "none" or [] -> ()."""
+    if value is None:
+        return tuple(TRACKERS[:1])
+    if value == "none":
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)

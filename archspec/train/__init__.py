@@ -10,7 +10,8 @@ Modules: `loop` (the phases of a run), `setup` (set-up phase), `state` (the `Run
 carries), `checkpoint` (what checkpoints hold, resume checks), `observers` (progress, run files,
 plots, and the seam for loggers), `evaluation`, `prepare` (spec + recipe for a run, as the CLI and
 sweeps choose them), and the single concerns `device`, `distributed`, `ema`, `tta`, `whiten`,
-`torch_compile`, `stop`, `rundir`, `report`, `plots`.
+`torch_compile`, `stop`, `rundir`, `report`, and the observers `early_stop`, `tracking` (with
+`tensorboard_log`, `mlflow_log`); `lr_find` (the learning-rate range test).
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ import torch
 from rich.console import Console
 
 from archspec.errors import ArchspecError
+from archspec.figures import DEFAULT_DPI
 from archspec.recipes.build import scheduler_due
 from archspec.train import distributed
 from archspec.train.checkpoint import ResumePoint, plain, save_run
@@ -81,20 +82,25 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
           run_dir: str | Path | None = None, runs_root: str | Path = "runs", limit_train: int | None = None,
           limit_test: int | None = None, resume: str | Path | None = None, workers: int | None = None,
           console: Console | None = None, progress: bool = True, quiet: bool = False,
-          stop_after_epoch: int | None = None, observers: Sequence[RunObserver] = ()) -> RunResult:
+          stop_after_epoch: int | None = None, observers: Sequence[RunObserver] = (), mlflow_uri: str | None = None,
+          log_graph: bool = False, figure_format: str = "png", dpi: int = DEFAULT_DPI) -> RunResult:
     """Train `spec` (a loaded Spec) with `recipe` (a Recipe); write the run directory; return a RunResult.
 
     `resume` is a run directory (or its last.pt): the run continues there at the next epoch and
     ends exactly where an uninterrupted run would. `stop_after_epoch` ends the run cleanly
     (status "interrupted", resumable) after that epoch: for time-sliced jobs. Ctrl-C/SIGTERM do
     the same after the current batch. `observers` (archspec.train.observers) watch the run next to
-    the built-in ones. Bad input raises ArchspecError; the status in the result tells completed /
-    interrupted / diverged apart.
+    the built-in ones. The recipe's `log:` trackers log to the run directory (TensorBoard; with
+    `log_graph` the model graph too) and to the MLflow store `mlflow_uri` (archspec.train.mlflow_log).
+    curves.* and lr.* are drawn as `figure_format` (png, svg, pdf) at `dpi`. Bad input raises
+    ArchspecError; the status in the result tells completed / interrupted / diverged apart (a run
+    ended by `early_stop:` is completed, its message says why).
     """
     options = RunOptions(dataset=dataset, data_dir=data_dir, device=device, run_dir=run_dir, runs_root=runs_root,
                          limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
                          console=console, progress=progress, quiet=quiet, stop_after_epoch=stop_after_epoch,
-                         observers=tuple(observers))
+                         observers=tuple(observers), mlflow_uri=mlflow_uri, log_graph=log_graph,
+                         figure_format=figure_format, dpi=dpi)
     run, resume_point = set_up(spec, recipe, options)
     _restore(run, resume_point)
     del resume_point  # the checkpoint's tensors are not needed any more
@@ -142,7 +148,9 @@ def _run_epochs(run: Run) -> None:
         for observer in run.observers:
             held.enter_context(observer.running(run))
         for epoch in range(run.history.epoch + 1, run.epochs + 1):
-            if not _epoch(run, epoch):
+            # An observer may have ended the run before its first epoch: a resumed run that had
+            # already stopped early stays stopped.
+            if run.status != STATUS_RUNNING or not _epoch(run, epoch):
                 break
 
 

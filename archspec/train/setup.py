@@ -26,6 +26,7 @@ import torch
 from rich.console import Console
 
 from archspec.errors import ArchspecError
+from archspec.figures import DEFAULT_DPI, figure_format
 from archspec.recipes.recipe import Recipe
 from archspec.train import distributed
 from archspec.train.checkpoint import ResumePoint, plain, seed_everything, spec_fingerprint
@@ -36,6 +37,7 @@ from archspec.train.report import Reporter
 from archspec.train.rundir import check_writable, new_run_dir, use_run_dir
 from archspec.train.state import Run
 from archspec.train.torch_compile import CompileClock, compile_model, resolve_compile
+from archspec.train.tracking import check_available
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,16 @@ class RunOptions:
     quiet: bool = False
     stop_after_epoch: int | None = None
     observers: Sequence[RunObserver] = ()
+    mlflow_uri: str | None = None  # where `log: mlflow` logs (archspec.train.mlflow_log)
+    log_graph: bool = False  # the model graph in the TensorBoard events
+    figure_format: str = "png"  # curves.* and lr.*: png, svg or pdf
+    dpi: int = DEFAULT_DPI
 
 
 def set_up(spec, recipe: Recipe, options: RunOptions) -> tuple[Run, ResumePoint | None]:
     """Build the run; also return the checkpoint to restore from when resuming."""
+    figure_format(f"curves.{options.figure_format}")  # a bad format or a missing tracker fails now,
+    check_available(recipe.log)  # not after the run directory is made
     reporter = Reporter(options.console, progress=options.progress, quiet=options.quiet)
     # Under torchrun: join the process group (cuda:LOCAL_RANK + NCCL, or CPU + Gloo). Rank 0 reports
     # and writes for the group; the other ranks train in silence.
@@ -75,33 +83,33 @@ def set_up(spec, recipe: Recipe, options: RunOptions) -> tuple[Run, ResumePoint 
     resume = ResumePoint.open(options.resume) if options.resume is not None else None
     limits = (resume.limits(options.limit_train, options.limit_test) if resume is not None
               else {"train": options.limit_train, "test": options.limit_test})
-    dataset = _pick_dataset(spec, recipe, options.dataset)
+    dataset = pick_dataset(spec, recipe, options.dataset)
     fingerprint = spec_fingerprint(spec.resolved)
     if resume is not None:
         resume.check_dataset(dataset)
-    module = _build_module(spec, recipe)
+    module = build_module(spec, recipe)
     if resume is not None:
         resume.check_model(spec_name=spec.name, fingerprint=fingerprint, model_state=module.state_dict(),
                            world_size=group.world_size)
     out = Path(group.decide(lambda: _make_run_dir(spec, recipe, options, module, resume)))
-    bundle = _load_data(spec, recipe, options, dataset, limits, device, group)
-    _whiten(module, recipe, bundle, resuming=resume is not None)
+    bundle = load_data(spec, recipe, options, dataset, limits, device, group)
+    apply_whiten(module, recipe, bundle, resuming=resume is not None)
     run = Run(spec=spec, recipe=recipe, recipe_dict=plain(recipe.to_dict()), fingerprint=fingerprint,
               dataset=dataset, limits=limits, out=out, device=device, precision=precision, group=group,
               compile_mode=compile_mode, stop_after_epoch=options.stop_after_epoch, bundle=bundle, reporter=reporter,
               **_training_parts(module, spec, recipe, bundle, device, group, compile_mode, precision))
-    run.observers = standard_observers(run, options.observers)
+    run.observers = standard_observers(run, options)
     return run, resume
 
 
-def _pick_dataset(spec, recipe: Recipe, dataset: str | None) -> str:
+def pick_dataset(spec, recipe: Recipe, dataset: str | None) -> str:
     ds = dataset or spec.dataset or recipe.dataset
     if not ds:
         raise ArchspecError(f'spec "{spec.name}" names no dataset: add `dataset:` to it or pass --data NAME')
     return str(ds)
 
 
-def _build_module(spec, recipe: Recipe) -> torch.nn.Module:
+def build_module(spec, recipe: Recipe) -> torch.nn.Module:
     """The spec's model with the recipe's init, from the recipe seed (same seed -> same weights)."""
     import archspec
     from archspec.recipes.build import apply_init
@@ -126,7 +134,7 @@ def _make_run_dir(spec, recipe: Recipe, options: RunOptions, module: torch.nn.Mo
     return where
 
 
-def _load_data(spec, recipe: Recipe, options: RunOptions, dataset: str, limits: dict[str, int | None],
+def load_data(spec, recipe: Recipe, options: RunOptions, dataset: str, limits: dict[str, int | None],
                device: torch.device, group: Group):
     from archspec.data.loader import make_loaders
 
@@ -145,7 +153,7 @@ def _load_data(spec, recipe: Recipe, options: RunOptions, dataset: str, limits: 
     return bundle
 
 
-def _whiten(module: torch.nn.Module, recipe: Recipe, bundle, *, resuming: bool) -> None:
+def apply_whiten(module: torch.nn.Module, recipe: Recipe, bundle, *, resuming: bool) -> None:
     """`init: whiten`: data-dependent, so it runs here; on resume the checkpoint has the weights."""
     if recipe.whiten is None:
         return
