@@ -66,7 +66,7 @@ class RunOptions:
 
 def set_up(spec, recipe: Recipe, options: RunOptions) -> tuple[Run, ResumePoint | None]:
     """Build the run; also return the checkpoint to restore from when resuming."""
-    figure_format(f"curves.{options.figure_format}")  # a bad format or a missing tracker fails now,
+    figure_format("curves", options.figure_format)  # a bad format or a missing tracker fails now,
     check_available(recipe.log)  # not after the run directory is made
     reporter = Reporter(options.console, progress=options.progress, quiet=options.quiet)
     # Under torchrun: join the process group (cuda:LOCAL_RANK + NCCL, or CPU + Gloo). Rank 0 reports
