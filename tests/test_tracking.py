@@ -75,6 +75,17 @@ def _scalars(accumulator, tag: str) -> list[tuple[int, float]]:
     return [(event.step, event.value) for event in accumulator.Scalars(tag)]
 
 
+def _served(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """What `tensorboard --logdir` serves with its Python loader (`--load_fast=false`), which reads
+    restart markers differently from the EventAccumulator above (its first one only starts a run)."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
+
+
 def _expected(run_dir: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]], list[dict]]:
     steps = read_steps_csv(run_dir / "steps.csv")
     return ([(row["step"], row["loss"]) for row in steps], [(row["step"], row["lr"]) for row in steps],
@@ -162,6 +173,7 @@ def test_tensorboard_after_a_resume_shows_each_step_once(tmp_path, monkeypatch):
     events = _events(run)
     losses, lrs, rows = _expected(run)
     assert _scalars(events, "step/loss") == [(s, pytest.approx(v, rel=1e-6)) for s, v in losses]
+    assert _served(run, "step/loss") == [(s, pytest.approx(v, rel=1e-6)) for s, v in losses]
     assert [s for s, _ in _scalars(events, "step/lr")] == list(range(1, 13))
     assert [s for s, _ in _scalars(events, "epoch/test_acc")] == [4, 8, 12]
     assert [v for _, v in _scalars(events, "epoch/test_acc")] == pytest.approx([r["test_acc"] for r in rows])

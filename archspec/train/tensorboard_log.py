@@ -8,7 +8,9 @@ the MLflow logger (archspec.train.tracking).
 Resuming: a new session appends a new event file to the same directory. It starts with a purge step
 at the first step of the last checkpointed epoch and writes that epoch again from the checkpoint's
 history, so TensorBoard hides whatever an earlier session wrote from that step on (an epoch logged
-but not checkpointed before a kill, or half-written) and every step is shown once.
+but not checkpointed before a kill, or half-written) and every step is shown once. Checked with both
+of TensorBoard's loaders (the Rust data server, its default, and `--load_fast=false`) and with
+its EventAccumulator.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ class TensorBoardLogger(RunObserver):
         earlier = any(run.out.glob(EVENT_GLOB))  # a resumed run: rewrite its last epoch (else: all of it)
         self.epochs_logged = max(0, run.history.epoch - 1) if earlier else 0
         self.steps_logged = self.epochs_logged * run.steps_per_epoch
-        self.writer = SummaryWriter(log_dir=str(run.out), purge_step=self.steps_logged + 1 if earlier else None)
+        # Every session starts with a restart marker (SessionLog.START at the purge step), a new run's
+        # too: TensorBoard's Python loader takes a run's first marker as its start and purges only at
+        # later ones, so the marker of a resumed session must not be the first.
+        self.writer = SummaryWriter(log_dir=str(run.out), purge_step=self.steps_logged + 1)
         if self.graph and not earlier:
             self._add_graph(run)
         self._catch_up(run)
