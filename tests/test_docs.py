@@ -86,5 +86,7 @@ def test_doc_console_examples_run(command, tmp_path, monkeypatch):
     args = shlex.split(command)[1:]
     if args[0] == "train":
         args += ["--runs-dir", str(tmp_path / "runs"), "--device", "cpu"]
+    if args[0] == "lr-find":  # its plot goes to the temp dir too (the last -o counts)
+        args += ["-o", str(tmp_path / "lr_find.png"), "--device", "cpu"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
