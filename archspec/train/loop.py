@@ -14,9 +14,10 @@
 
 Where a new feature goes:
 
-* Anything that watches a run (a TensorBoard/MLflow logger, early stopping, a tuner's pruning) is a
-  `RunObserver` (archspec.train.observers; see its docstring for the events), passed as
-  `train(..., observers=[...])`. The progress display, the metrics/summary files and the plots are
+* Anything that watches a run (the TensorBoard/MLflow loggers of archspec.train.tracking, early
+  stopping in archspec.train.early_stop, a tuner's pruning) is a `RunObserver`
+  (archspec.train.observers; see its docstring for the events and their order), passed as
+  `train(..., observers=[...])` or, for the built-in ones, chosen by `standard_observers`. The progress display, the metrics/summary files and the plots are
   observers too; the loop itself neither prints nor writes anything but checkpoints.
 * Anything that changes an optimisation step (gradient accumulation, another clipping rule) goes in
   `_optimizer_step` / `train_step`. The LR scheduler steps there, in that one place, when
