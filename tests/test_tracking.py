@@ -274,6 +274,8 @@ def test_log_names_are_checked(tmp_path):
     recipe = load_recipe("quick")
     assert recipe.log == ("tensorboard",)
     assert with_trackers(recipe, ["mlflow"]).log == ("tensorboard", "mlflow")
+    assert with_trackers(recipe, ["mlflow"]).overrides == ("--log mlflow",)  # recorded in recipe.yaml
+    assert with_trackers(recipe, ["tensorboard"]) is recipe  # no change, nothing recorded
     assert with_trackers(recipe, ["none", "mlflow"]).log == ("mlflow",)
     assert with_trackers(recipe, ["none"]).log == ()
     with pytest.raises(ArchspecError, match='unknown tracker "wandb"'):

@@ -28,7 +28,8 @@ from torch.nn import functional as F
 from torch.optim import lr_scheduler
 
 from archspec.errors import ArchspecError
-from archspec.recipes.recipe import Recipe
+from archspec.memory import OptimizerMemory, Setup
+from archspec.recipes.recipe import OptimizerConfig, Recipe
 from archspec.recipes.schedule import phase_end_lrs, plan_phases, steps_per_unit
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -103,6 +104,34 @@ def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.name in _FUSED_ON_CUDA and all(p.is_cuda and p.is_floating_point() for p in params):
         kwargs["fused"] = True
     return OPTIMIZERS[cfg.name](groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def optimizer_memory(cfg: OptimizerConfig, device: str) -> OptimizerMemory:
+    """What `build_optimizer`'s optimizer adds to a training step on `device` ("cuda" or "cpu"), for
+    archspec/memory.py: state tensors per parameter, step counters, and the temporaries of
+    ``step()``. On CUDA SGD/Adam/AdamW run fused (no temporaries) and Adagrad/RMSprop use torch's
+    foreach kernels (temporaries for all parameters at once); on the CPU torch loops over the
+    parameters, so only the largest parameter's temporaries are alive at a time. The counts follow
+    torch's implementations and are measured in tests/test_memory.py."""
+    wd = 1 if cfg.weight_decay else 0
+    momentum = 1 if cfg.momentum else 0
+    if cfg.name == "sgd":
+        state, counters, scratch = momentum, False, wd + (1 if cfg.nesterov else 0)
+    elif cfg.name in ("adam", "adamw"):
+        state, counters, scratch = 2 + (1 if cfg.amsgrad else 0), True, 2 + (wd if cfg.name == "adam" else 0)
+    elif cfg.name == "adagrad":
+        state, counters, scratch = 1, True, 1 + wd
+    else:  # rmsprop: square averages, a momentum buffer and the centred mean when asked for
+        state, counters, scratch = 1 + momentum + (1 if cfg.centered else 0), True, 1 + wd
+    if device == "cuda" and cfg.name in _FUSED_ON_CUDA:
+        scratch = 0
+    return OptimizerMemory(cfg.name, state, counters, scratch, scratch_all=device == "cuda" and scratch > 0)
+
+
+def memory_setup(recipe: Recipe, device: str, precision: str | None = None) -> Setup:
+    """What `archspec count` estimates training memory for: the recipe's batch size, precision
+    (unless `precision` is given) and optimizer, on `device` ("cuda" or "cpu")."""
+    return Setup(recipe.batch_size, device, precision or recipe.precision, optimizer_memory(recipe.optimizer, device))
 
 
 # --- scheduler -------------------------------------------------------------------------------
@@ -214,12 +243,27 @@ def scheduler_due(interval: str, step: int, steps_per_epoch: int) -> bool:
 # --- loss ------------------------------------------------------------------------------------
 
 
+def _check_log_probabilities(output: torch.Tensor) -> None:
+    """`loss: nll` takes the model's output as log-probabilities: each row's exp must sum to 1."""
+    with torch.no_grad():
+        total = torch.logsumexp(output.detach().float(), dim=1).abs().max().item()
+    if not total < 1e-2:  # also catches NaN
+        raise ArchspecError("loss nll expects the model to output log-probabilities (exp of each row "
+                            f"summing to 1), but this model's first batch is off by {total:.3g} in log space",
+                            path="loss", hint="end the spec with `log_softmax`, or use loss: cross_entropy "
+                                              "(which takes raw logits)")
+
+
 def build_loss(recipe: Recipe, num_classes: int):
     """``loss(logits, targets) -> scalar``. Targets are class indices, or class probabilities
     (float [B, C], e.g. from mixup) for all three losses.
 
-    * ``cross_entropy``: `nn.CrossEntropyLoss` with the recipe's label smoothing.
-    * ``nll``: log_softmax of the logits, then negative log-likelihood (the reports' F.nll_loss).
+    * ``cross_entropy``: `nn.CrossEntropyLoss` with the recipe's label smoothing; expects logits.
+    * ``nll``: `F.nll_loss` on the model's output as it is, which must be log-probabilities (a
+      spec ending in `log_softmax`), exactly what the reports' ``F.nll_loss(model(x), y)`` did.
+      Applying log_softmax again would be harmless in value but not the same arithmetic. The
+      first batch is checked: outputs that are not log-probabilities are an error, not a run that
+      silently trains on -logit[y].
     * ``mse``: mean squared error between the raw logits and one-hot targets (no softmax), as the
       reports did; label smoothing, if set, smooths the one-hot targets.
     """
@@ -229,11 +273,16 @@ def build_loss(recipe: Recipe, num_classes: int):
         return nn.CrossEntropyLoss(label_smoothing=smoothing)
 
     if name == "nll":
-        def nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            logp = F.log_softmax(logits.float(), dim=1)
+        checked = False
+
+        def nll(logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            nonlocal checked
+            if not checked:
+                _check_log_probabilities(logp)
+                checked = True
             if targets.is_floating_point():
-                return -(targets * logp).sum(dim=1).mean()
-            return F.nll_loss(logp, targets)
+                return -(targets * logp.float()).sum(dim=1).mean()
+            return F.nll_loss(logp.float(), targets)
 
         return nll
 

@@ -30,6 +30,7 @@ import torch
 
 from archspec.errors import ArchspecError
 from archspec.figures import smooth
+from archspec.train.device import uses_recipe_threads
 
 BETA = 0.9  # weight of the past in the running loss that the stop rule reads
 STOP_FACTOR = 4.0  # stop once the running loss exceeds this multiple of its lowest value
@@ -100,6 +101,7 @@ def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float | None, floa
     return lrs[steepest], lrs[lowest]
 
 
+@uses_recipe_threads
 def lr_find(spec, recipe, *, start: float = 1e-7, end: float = 10.0, steps: int = 100, dataset: str | None = None,
             data_dir: str | None = None, device: str = "auto", limit_train: int | None = None,
             workers: int | None = None) -> LrFindResult:

@@ -50,10 +50,11 @@ def check_available(names: Iterable[str]) -> None:
 
 
 def with_trackers(recipe, add: Iterable[str]):
-    """The recipe with trackers added to its `log:` (`--log mlflow`); "none" empties the list."""
+    """The recipe with trackers added to its `log:` (`--log mlflow`); "none" empties the list. A change
+    is listed in the recipe's `overrides`, as the other command-line changes are."""
     from dataclasses import replace
 
-    names = list(recipe.log)
+    names, applied = list(recipe.log), []
     for name in add:
         if name == "none":
             names = []
@@ -61,7 +62,10 @@ def with_trackers(recipe, add: Iterable[str]):
             raise ArchspecError(f'unknown tracker "{name}"; choose from {", ".join(TRACKERS)} or none', path="--log")
         elif name not in names:
             names.append(name)
-    return replace(recipe, log=tuple(names))
+        applied.append(f"--log {name}")
+    if tuple(names) == recipe.log:
+        return recipe
+    return replace(recipe, log=tuple(names), overrides=(*recipe.overrides, *applied))
 
 
 def trackers(run: Run, *, mlflow_uri: str | None = None, graph: bool = False) -> list[RunObserver]:
