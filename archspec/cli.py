@@ -242,8 +242,9 @@ def train(
                                                 "DDP (batch size is per process)", min=1)] = None,
     log: Annotated[list[str] | None, typer.Option("--log", help="also log to this tracker: mlflow or tensorboard "
                                                   "(repeatable); none: no trackers, not even TensorBoard")] = None,
-    mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="MLflow store for --log mlflow (default: "
-                                                   "MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")] = None,
+    mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="log to this MLflow store (implies --log "
+                                                   "mlflow; default store: MLFLOW_TRACKING_URI, else "
+                                                   "sqlite:///mlflow.db here)")] = None,
     log_graph: Annotated[bool, typer.Option("--log-graph", help="add the model graph to the TensorBoard "
                                             "events")] = False,
     fmt: Annotated[str, typer.Option("--format", help="format of curves.* and lr.*: png, svg or pdf")] = "png",
@@ -268,7 +269,8 @@ def train(
     for note in inputs.notes:
         err_console.print(note, highlight=False)
     result = run_training(
-        inputs.spec, with_trackers(inputs.recipe, log or ()), dataset=inputs.spec.dataset, data_dir=data_dir,
+        inputs.spec, with_trackers(inputs.recipe, [*(log or ()), *(["mlflow"] if mlflow_uri else [])]),
+        dataset=inputs.spec.dataset, data_dir=data_dir,
         device=device, run_dir=run_dir, runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test,
         resume=resume, workers=workers, console=console, progress=not quiet, quiet=quiet, log_every=log_every,
         mlflow_uri=mlflow_uri, log_graph=log_graph, figure_format=fmt, dpi=dpi,

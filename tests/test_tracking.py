@@ -240,6 +240,21 @@ def test_mlflow_resume_continues_the_same_mlflow_run_without_duplicates(tmp_path
 
 
 @needs_mlflow
+def test_cli_mlflow_uri_turns_mlflow_on_and_recipe_yaml_records_it(tmp_path, cli):
+    import yaml
+
+    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(SPEC).lstrip())
+    result = cli("train", tmp_path / "tiny.yaml", "--recipe", "quick", "--epochs", "1", "--batch-size", "16",
+                 "--limit-train", "32", "--limit-test", "16", "--device", "cpu", "--run-dir", tmp_path / "run",
+                 "--mlflow-uri", tmp_path / "store", "--quiet")
+    assert result.exit_code == 0, result.output
+    client, run_id = _mlflow(tmp_path / "run")
+    assert client.get_run(run_id).data.params["recipe.log"] == '["tensorboard", "mlflow"]'
+    recipe = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    assert recipe["log"] == ["tensorboard", "mlflow"] and recipe["overrides"][-1] == "--log mlflow"
+
+
+@needs_mlflow
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # SQLAlchemy's, inside MLflow's SQL store
 def test_mlflow_default_store_is_mlflows_own_default_here(tmp_path, monkeypatch):

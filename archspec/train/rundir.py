@@ -168,14 +168,16 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 STEP_FIELDS = ("step", "epoch", "loss", "lr")
 
 
-def step_rows(lr_history: list[float], losses: list[float], steps_per_epoch: int) -> list[dict[str, Any]]:
-    """One row per optimisation step: step (from 1), its epoch, the mini-batch's training loss and
-    the learning rate it used. A run resumed from a checkpoint written before losses were recorded
-    has fewer losses than steps: they belong to the last steps, and the earlier rows get loss None."""
+def step_rows(lr_history: list[float], losses: list[float], steps_per_epoch: int, *,
+              after: int = 0) -> list[dict[str, Any]]:
+    """One row per optimisation step after step `after`: step (from 1), its epoch, the mini-batch's
+    training loss and the learning rate it used. A run resumed from a checkpoint written before
+    losses were recorded has fewer losses than steps: they belong to the last steps, and the earlier
+    rows get loss None."""
     missing = len(lr_history) - len(losses)
     per_epoch = max(1, steps_per_epoch)
     return [{"step": i + 1, "epoch": i // per_epoch + 1, "loss": losses[i - missing] if i >= missing else None,
-             "lr": lr} for i, lr in enumerate(lr_history)]
+             "lr": lr_history[i]} for i in range(max(0, after), len(lr_history))]
 
 
 def write_steps(run_dir: Path, lr_history: list[float], losses: list[float], steps_per_epoch: int) -> None:

@@ -89,7 +89,7 @@ def trackers(run: Run, *, mlflow_uri: str | None = None, graph: bool = False) ->
 def pending_steps(run: Run, after: int) -> list[dict[str, Any]]:
     """The history's step rows (step, epoch, loss, lr) after global step `after`."""
     h = run.history
-    return step_rows(h.lr_history, h.step_losses, run.steps_per_epoch)[after:]
+    return step_rows(h.lr_history, h.step_losses, run.steps_per_epoch, after=after)
 
 
 def pending_epochs(history: History, after: int) -> list[dict[str, Any]]:
