@@ -28,11 +28,11 @@ An observer that wants the run to end early (early stopping, a tuner's pruning) 
 `run.history` (`step_losses`, `lr_history`) once the epoch is checkpointed (`on_epoch_end`), final
 numbers from `on_finish`; pass it as `train(..., observers=[MyLogger()])`.
 
-Every run has, in this order: early stopping (when the recipe has `early_stop:`), its files, its
-plots, the recipe's trackers (archspec.train.tracking: TensorBoard, MLflow), the progress display,
-then the caller's observers. Files are written by rank 0 only: the other ranks of a DDP run get only
-early stopping (every rank must stop after the same epoch), the (silent) progress display and the
-caller's observers.
+Every run has, in this order: its files, its plots, the recipe's trackers (archspec.train.tracking:
+TensorBoard, MLflow), the progress display, the rules that may end it (collapse to chance,
+archspec.train.divergence; early stopping when the recipe has `early_stop:`), then the caller's
+observers. Files are written by rank 0 only: the other ranks of a DDP run get the (silent) progress
+display, the rules (every rank must stop after the same epoch) and the caller's observers.
 """
 
 from __future__ import annotations
@@ -209,13 +209,15 @@ def standard_observers(run: Run, options: RunOptions) -> list[RunObserver]:
     """What every run has (see the module docstring for the order), then the caller's observers."""
     from archspec.train.tracking import trackers
 
-    rule: list[RunObserver] = []
-    if run.recipe.early_stop is not None:
-        from archspec.train.early_stop import EarlyStopping
+    from archspec.train.divergence import CollapseWatch
 
-        rule.append(EarlyStopping(run.recipe.early_stop))
     files: list[RunObserver] = []
     if run.group.is_main:
         files = [RunFiles(), Plots(fmt=options.figure_format, dpi=options.dpi),
                  *trackers(run, mlflow_uri=options.mlflow_uri, graph=options.log_graph)]
-    return [*rule, *files, ProgressDisplay(run.reporter), *options.observers]
+    rules: list[RunObserver] = [CollapseWatch()]  # first: a collapse is "diverged" even if early stopping agrees
+    if run.recipe.early_stop is not None:
+        from archspec.train.early_stop import EarlyStopping
+
+        rules.append(EarlyStopping(run.recipe.early_stop))
+    return [*files, ProgressDisplay(run.reporter), *rules, *options.observers]
