@@ -271,8 +271,11 @@ def test_mlflow_default_store_is_mlflows_own_default_here(tmp_path, monkeypatch)
 
 
 def test_a_missing_tracker_package_is_one_line_naming_the_extra(tmp_path, cli, monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    import sys
+
+    for name in [m for m in sys.modules if m == "mlflow" or m.startswith("mlflow.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now raises ImportError
     with pytest.raises(ArchspecError, match="needs the mlflow package") as caught:
         _run(tmp_path, log=["mlflow"])
     assert 'pip install "archspec[mlflow]"' in caught.value.hint

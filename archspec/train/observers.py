@@ -207,9 +207,8 @@ class Plots(RunObserver):
 
 def standard_observers(run: Run, options: RunOptions) -> list[RunObserver]:
     """What every run has (see the module docstring for the order), then the caller's observers."""
-    from archspec.train.tracking import trackers
-
     from archspec.train.divergence import CollapseWatch
+    from archspec.train.tracking import trackers
 
     files: list[RunObserver] = []
     if run.group.is_main:

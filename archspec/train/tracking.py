@@ -19,7 +19,6 @@ after the last step its store holds. Trackers run on rank 0 only (they write fil
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -35,18 +34,16 @@ if TYPE_CHECKING:
 EPOCH_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "images_per_second")
 FINAL_KEYS = ("best_test_acc", "best_epoch", "final_test_acc", "final_test_loss", "final_train_loss",
               "final_train_acc", "epochs", "train_seconds", "images_per_second")
-# tracker -> (the module it needs, the pyproject extra that installs it)
-_NEEDS = {"tensorboard": ("tensorboard", None), "mlflow": ("mlflow", "mlflow")}
+_NEEDS = {"tensorboard": "torch.utils.tensorboard", "mlflow": "mlflow.tracking"}  # tracker -> what it imports
 
 
 def check_available(names: Iterable[str]) -> None:
-    """Fail before a run starts when a tracker's package is missing, saying which extra brings it."""
+    """Fail before a run starts when a tracker's package is missing, saying which extra brings it
+    (archspec.extras). The loggers import it again when the run starts: by then it is loaded."""
+    from archspec.extras import require
+
     for name in names:
-        module, extra = _NEEDS[name]
-        if importlib.util.find_spec(module) is None:
-            install = f'pip install "archspec[{extra}]"' if extra else f"pip install {module}"
-            raise ArchspecError(f"log: {name} needs the {module} package, which is not installed",
-                                hint=f"install it with: {install}  (or train without it: --log none)")
+        require(_NEEDS[name], feature=f"log: {name}")
 
 
 def with_trackers(recipe, add: Iterable[str]):
