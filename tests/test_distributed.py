@@ -53,6 +53,7 @@ def _archspec(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
+@pytest.mark.slow  # six interpreters (torchrun + 2 ranks, twice) each import torch
 def test_two_process_run_writes_one_coherent_run_dir_and_resumes(tmp_path):
     (tmp_path / "tiny.yaml").write_text(textwrap.dedent(SPEC).lstrip())
     common = ["--recipe", "quick", "--data", "synthetic", "--limit-train", str(TRAIN_N), "--limit-test",
