@@ -23,20 +23,11 @@ from archspec.train.observers import RunObserver
 from archspec.train.prepare import prepare_run
 from archspec.train.rundir import read_metrics_csv
 
+from .conftest import tiny_spec_text
+
 ROOT = Path(__file__).resolve().parents[1]
 
-SPEC = """
-    name: phases
-    dataset: synthetic
-    input: [3, 8, 8]
-    classes: 4
-    layers:
-      - conv: {out: 4, kernel: 3, padding: 1}
-      - relu
-      - pool: 2
-      - flatten
-      - linear: classes
-    """
+SPEC = tiny_spec_text("phases")
 
 
 def _train(spec_path, recipe, tmp_path, **kwargs):
@@ -147,7 +138,7 @@ def test_the_trained_lr_of_every_step_is_the_recipes_lr_curve(write, tmp_path, o
 
 
 def test_prepare_run_picks_the_recipe_like_train(write, tmp_path):
-    spec = write("s.yaml", SPEC.replace("name: phases", "name: phases\n    recipe: sgd"))
+    spec = write("s.yaml", SPEC.replace("name: phases", "name: phases\nrecipe: sgd"))
     assert prepare_run(spec).recipe.name == "sgd"  # the spec's `recipe:`
     assert prepare_run(write("t.yaml", SPEC)).recipe.name == "adam"  # the default
     assert prepare_run(spec, recipe="quick", epochs=3).recipe.epochs == 3
@@ -162,7 +153,7 @@ def test_prepare_run_picks_the_recipe_like_train(write, tmp_path):
 def test_a_dataset_less_spec_takes_the_recipes_dataset_in_train_and_sweep(write, tmp_path):
     from archspec.experiments.sweep import plan
 
-    spec = write("s.yaml", SPEC.replace("    dataset: synthetic\n", ""))
+    spec = write("s.yaml", SPEC.replace("dataset: synthetic\n", ""))
     recipe = write("r.yaml", """
         name: withdata
         epochs: 1

@@ -20,7 +20,8 @@ from archspec.errors import ArchspecError
 from archspec.recipes import load_recipe
 from archspec.train.loop import train
 
-from .test_train import TINY_RECIPE, TINY_SPEC, _file, _run
+from .conftest import TINY_RECIPE, TINY_SPEC
+from .test_train import _file, _run
 
 
 def test_a_limit_above_the_data_records_the_real_count(tmp_path):
