@@ -144,7 +144,7 @@ EXPECTED = {
     "recipes.md": lambda ns: ns["interval"] in ("batch", "epoch") and Path("lr.svg").stat().st_size > 0,
     "training.md#0": lambda ns: ns["result"].status == "completed" and (ns["result"].run_dir / "best.pt").exists(),
     "training.md#1": lambda ns: ns["result"].status == "completed",
-    "README.md": lambda ns: ns["model"] is not None,
+    "README.md": lambda ns: sum(p.numel() for p in ns["model"].parameters()) == 127_055_370,
 }
 
 
