@@ -80,3 +80,12 @@ def tiny_recipe(tmp_path) -> Path:
     path = tmp_path / "recipe.yaml"
     path.write_text(TINY_RECIPE)
     return path
+
+
+@pytest.fixture
+def no_run_plots(monkeypatch):
+    """Runs skip drawing curves.png and lr.png at their end: matplotlib's ~0.5 s a figure is most of a tiny
+    run's time. For tests that never look at those figures (test_train and test_figures do, and keep them)."""
+    from archspec.train.observers import Plots
+
+    monkeypatch.setattr(Plots, "_draw", staticmethod(lambda run: None))

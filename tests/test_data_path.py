@@ -22,6 +22,8 @@ from archspec.train.loop import train
 
 from .conftest import tiny_spec_text
 
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 SHAPE = (3, 16, 16)
 
 

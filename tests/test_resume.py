@@ -30,6 +30,8 @@ from archspec.train.rundir import read_metrics_csv
 
 from .conftest import tiny_spec_text
 
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 ROOT = Path(__file__).resolve().parents[1]
 
 DROPOUT_SPEC = tiny_spec_text("drop", pool=None, dropout=0.3)  # dropout: its RNG state must resume too

@@ -25,6 +25,8 @@ from archspec.train.rundir import read_metrics_csv
 
 from .conftest import tiny_spec_text
 
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SPEC = tiny_spec_text("phases")

@@ -23,6 +23,8 @@ from archspec.train.loop import train
 from .conftest import TINY_RECIPE, TINY_SPEC
 from .test_train import _file, _run
 
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 
 def test_a_limit_above_the_data_records_the_real_count(tmp_path):
     result, output = _run(tmp_path, overrides=["epochs=1"], limit_train=2048, limit_test=4096)
