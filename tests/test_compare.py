@@ -21,6 +21,8 @@ from archspec.experiments.runs import find_runs, load_run
 
 from .conftest import tiny_recipe_text, tiny_spec_text
 
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 # BatchNorm and dropout: compare/report/export read back a model whose eval mode differs from its train mode.
 TINY_SPEC = tiny_spec_text(bn=True, dropout=0.2)
 TINY_RECIPE = tiny_recipe_text(epochs=1)
