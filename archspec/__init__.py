@@ -20,11 +20,12 @@ def build_model(spec, device=None):
     return _build(spec, device=device)
 
 
-def summarize(spec, model=None):
-    """Per-layer and total parameter / MAC counts (meta device: no weights allocated)."""
+def summarize(spec, model=None, memory=None):
+    """Per-layer and total parameter / MAC counts (meta device: no weights allocated); with
+    `memory` (an `archspec.memory.Setup`), the training-memory estimate too."""
     from archspec.summary import summarize as _summarize
 
-    return _summarize(spec, model=model)
+    return _summarize(spec, model=model, memory=memory)
 
 
 __all__ = ["ArchspecError", "Spec", "build_model", "load_spec", "summarize", "__version__"]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from archspec.layers.base import LayerKind, register
+from archspec.layers.base import LayerKind, Saved, register
 
 
 class _Activation(LayerKind):
     torch_name: str = ""
+    keeps: str = "input"  # what autograd keeps for its gradient: "input", "output" (the result) or "none"
+
+    def saved(self, o, shape, out, device):
+        if self.keeps == "none":
+            return Saved(alias=True)  # identity returns its input
+        return Saved(input=self.keeps == "input", output=self.keeps == "output")
 
     def build(self, o, shape):
         from torch import nn
@@ -17,18 +23,20 @@ class _Activation(LayerKind):
         return f"nn.{self.torch_name}()"
 
 
-def _simple(kind: str, torch_name: str, text: str) -> type[LayerKind]:
+def _simple(kind: str, torch_name: str, text: str, keeps: str) -> type[LayerKind]:
     cls = type(kind.title().replace("_", ""), (_Activation,),
-               {"name": kind, "torch_name": torch_name, "summary": text, "example": kind, "options": {}})
+               {"name": kind, "torch_name": torch_name, "summary": text, "example": kind, "options": {},
+                "keeps": keeps})
     return register(cls)
 
 
-_simple("relu", "ReLU", "rectified linear unit")
-_simple("gelu", "GELU", "Gaussian error linear unit")
-_simple("silu", "SiLU", "SiLU / swish")
-_simple("tanh", "Tanh", "hyperbolic tangent")
-_simple("sigmoid", "Sigmoid", "logistic sigmoid")
-_simple("identity", "Identity", "no-op (handy as a placeholder in ablations)")
+# relu, tanh and sigmoid differentiate from their result; gelu and silu need their input.
+_simple("relu", "ReLU", "rectified linear unit", "output")
+_simple("gelu", "GELU", "Gaussian error linear unit", "input")
+_simple("silu", "SiLU", "SiLU / swish", "input")
+_simple("tanh", "Tanh", "hyperbolic tangent", "output")
+_simple("sigmoid", "Sigmoid", "logistic sigmoid", "output")
+_simple("identity", "Identity", "no-op (handy as a placeholder in ablations)", "none")
 
 
 @register
@@ -52,6 +60,12 @@ class LeakyReLU(_Activation):
 
 
 class _SoftmaxLike(_Activation):
+    keeps = "output"
+
+    def saved(self, o, shape, out, device):
+        # CUDA autocast runs (log_)softmax in fp32 (a bf16 input is cast up first).
+        return Saved(output=True, compute="fp32" if device == "cuda" else "follow")
+
     def build(self, o, shape):
         from torch import nn
 
