@@ -163,6 +163,7 @@ def _adapted(doc: str, key: str, block: str) -> str:
     return textwrap.dedent(PRELUDES.get(key, "")) + block
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # experiments.md loads a TorchScript file
 @pytest.mark.parametrize(("doc", "key", "block"), list(python_blocks()))
 def test_doc_python_block_runs(doc, key, block, tmp_path, monkeypatch):
     (tmp_path / "specs").symlink_to(ROOT / "specs", target_is_directory=True)
