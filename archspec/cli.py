@@ -240,15 +240,18 @@ def train(
     allow_import: AllowImportOpt = False,
     devices: Annotated[int | None, typer.Option("--devices", help="train on N processes/GPUs with torchrun + "
                                                 "DDP (batch size is per process)", min=1)] = None,
+    force: Annotated[bool, typer.Option("--force", help="skip the resource checks: the memory estimate, and "
+                                        "at most one CPU process per core for --devices")] = False,
 ) -> None:
     """Train a spec with a recipe; writes runs/<spec>-<recipe>-<time>/ (metrics, plots, checkpoints).
 
-    Exit codes: 0 completed, 2 bad input, 3 diverged, 130 interrupted (resumable with --resume).
+    Exit codes: 0 completed, 2 bad input, 3 diverged, 130 interrupted (Ctrl-C, SIGTERM, a full disk:
+    resumable with --resume).
 
     Example: archspec train specs/mnist_quick.yaml --recipe quick --epochs 2 --set seed=1
     """
     if devices is not None and devices > 1 and not torchrun_worker():  # re-run this command under torchrun
-        check_devices(devices, device)
+        check_devices(devices, device, force=force)
         raise typer.Exit(launch(devices, ["train", *argv_from_context(ctx, drop=("devices",))]))
     from archspec.train.loop import train as run_training
     from archspec.train.prepare import prepare_run
@@ -260,7 +263,7 @@ def train(
     result = run_training(
         inputs.spec, inputs.recipe, dataset=inputs.spec.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
         runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
-        console=console, progress=not quiet, quiet=quiet, log_every=log_every,
+        console=console, progress=not quiet, quiet=quiet, log_every=log_every, memory_check=not force,
     )
     code = TRAIN_EXIT_CODES.get(result.status, 1)
     if code:
@@ -655,4 +658,7 @@ def main() -> None:
     except ArchspecError as e:  # pragma: no cover - commands already catch these
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # outside a command (they print the same): e.g. while Typer builds the app
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
