@@ -88,6 +88,12 @@ DataOpt = Annotated[
 AllowImportOpt = Annotated[
     bool, typer.Option("--allow-import", help="allow `module:` layers that import Python code (trust the spec)")
 ]
+# The data and device options that train, lr-find, eval, sweep and tune share: one declaration, one help text.
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")]
+EpochsOpt = Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)]
+LimitTrainOpt = Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
+LimitTestOpt = Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)]
+DeviceOpt = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")]
 
 
 @app.command()
@@ -215,17 +221,16 @@ def train(
     spec: SpecArg,
     recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="recipe name or YAML path "
                                                "(default: the spec's `recipe:`, else adam)")] = None,
-    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)] = None,
+    epochs: EpochsOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="override the batch size", min=1)] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="override the learning rate")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override any recipe key: --set "
                                                    "optimizer.momentum=0.9 (repeatable)")] = None,
     data: DataOpt = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
-    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
-    = None,
-    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
-    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    data_dir: DataDirOpt = None,
+    limit_train: LimitTrainOpt = None,
+    limit_test: LimitTestOpt = None,
+    device: DeviceOpt = "auto",
     seed: Annotated[int | None, typer.Option(help="random seed (same as --set seed=N)")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (same as --set "
                                                 "threads=N; default: torch's, one per core)", min=1)] = None,
@@ -295,10 +300,9 @@ def lr_find(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="override the batch size", min=1)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override any recipe key (repeatable)")] = None,
     data: DataOpt = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
-    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
-    = None,
-    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    data_dir: DataDirOpt = None,
+    limit_train: LimitTrainOpt = None,
+    device: DeviceOpt = "auto",
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch", min=1)] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="the plot (.png, .svg, .pdf)")] = Path("lr_find.png"),
     fmt: Annotated[str | None, typer.Option("--format", help="png, svg or pdf (default: the file name's suffix)",
@@ -345,9 +349,9 @@ def eval_(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="a .pt file, or a run directory "
                                              "(uses its best.pt)", show_default=False)],
     data: DataOpt = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
-    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
-    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    data_dir: DataDirOpt = None,
+    limit_test: LimitTestOpt = None,
+    device: DeviceOpt = "auto",
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="evaluation batch size", min=1)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
     allow_import: AllowImportOpt = False,
@@ -473,6 +477,7 @@ ExecutorOpt = Annotated[str, typer.Option("--executor", help="where cells/trials
                                           "another) or ray (Ray tasks; needs archspec[ray])")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster to join, e.g. auto or "
                                                 "ray://head:10001 (default: start a local Ray instance)")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")]
 CpusOpt = Annotated[float, typer.Option("--cpus-per-trial", help="CPUs each Ray task reserves", min=0.01)]
 GpusOpt = Annotated[float, typer.Option("--gpus-per-trial", help="GPUs each Ray task reserves (fractions share "
                                         "a GPU)", min=0)]
@@ -533,12 +538,11 @@ def sweep(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe key in every cell: "
                                                    "--set optimizer.momentum=0.9 (repeatable)")] = None,
     data: DataOpt = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
-    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)] = None,
-    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
-    = None,
-    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
-    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    limit_train: LimitTrainOpt = None,
+    limit_test: LimitTestOpt = None,
+    device: DeviceOpt = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="folder of the cells' run directories "
                                              "(default: runs/sweep-<specs>-<grid keys>)")] = None,
     band: Annotated[bool, typer.Option("--band", help="draw the min-max band of the training loss across "
@@ -546,7 +550,7 @@ def sweep(
     fmt: FigFormatOpt = None,
     dpi: DpiOpt = 110,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and list the cells; train nothing")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
+    quiet: QuietOpt = False,
     log_every: LogEveryOpt = DEFAULT_LOG_EVERY,
     allow_import: AllowImportOpt = False,
     executor: ExecutorOpt = "local",
@@ -612,17 +616,16 @@ def tune(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe key in every trial "
                                                    "(repeatable)")] = None,
     data: DataOpt = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
-    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)] = None,
-    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
-    = None,
-    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
-    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    limit_train: LimitTrainOpt = None,
+    limit_test: LimitTestOpt = None,
+    device: DeviceOpt = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="study folder: study.db and one run directory per "
                                              "trial (default: runs/tune-<spec>-<space>)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="check the spec, recipe and space; train nothing")]
     = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
+    quiet: QuietOpt = False,
     allow_import: AllowImportOpt = False,
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
