@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from rich.console import Console
 
 import archspec
 from archspec.errors import ArchspecError
@@ -20,30 +17,14 @@ from archspec.train.early_stop import early_stop_state
 from archspec.train.loop import train
 from archspec.train.rundir import read_metrics_csv
 
-SPEC = """
-name: tiny
-dataset: synthetic
-input: [3, 8, 8]
-classes: 4
-layers:
-  - conv: {out: 4, kernel: 3, padding: 1}
-  - relu
-  - pool: 2
-  - flatten
-  - linear: classes
-"""
+from .conftest import TINY_SPEC, quiet_console, tiny_recipe_text, without_timing, write_file
+
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
 
 # A learning rate so small that the test loss moves by far less than min_delta: after epoch 1
 # nothing counts as an improvement, so patience 2 ends the 8-epoch run after epoch 3.
-RECIPE = """
-name: stalls
-epochs: 8
-batch_size: 16
-optimizer: {name: sgd, lr: 1.0e-9}
-early_stop: {metric: test_loss, patience: 2, min_delta: 0.001}
-log: none
-seed: 2
-"""
+RECIPE = tiny_recipe_text(8, name="stalls", optimizer="{name: sgd, lr: 1.0e-9}", seed=2,
+                          early_stop="{metric: test_loss, patience: 2, min_delta: 0.001}", log="none")
 
 
 def _rows(values, key="test_loss"):
@@ -81,17 +62,15 @@ def test_recipe_key_defaults_and_errors():
             load_recipe("quick", overrides=[bad])
 
 
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    return write_file(tmp_path, "tiny.yaml", TINY_SPEC), write_file(tmp_path, "stalls.yaml", RECIPE)
+
+
 def _train(tmp_path: Path, *overrides: str, **kwargs):
-    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(SPEC).lstrip())
-    (tmp_path / "stalls.yaml").write_text(textwrap.dedent(RECIPE).lstrip())
-    recipe = load_recipe(str(tmp_path / "stalls.yaml"), overrides=list(overrides))
+    spec, recipe = _files(tmp_path)
     kwargs.setdefault("run_dir", tmp_path / "run")
-    return train(archspec.load_spec(tmp_path / "tiny.yaml"), recipe, device="cpu", limit_train=48, limit_test=32,
-                 console=Console(file=io.StringIO(), width=200), progress=False, **kwargs)
-
-
-def _timeless(rows):
-    return [{k: v for k, v in row.items() if k not in ("epoch_seconds", "images_per_second")} for row in rows]
+    return train(archspec.load_spec(spec), load_recipe(str(recipe), overrides=list(overrides)), device="cpu",
+                 limit_train=48, limit_test=32, console=quiet_console(), progress=False, **kwargs)
 
 
 def test_a_stalled_run_stops_early_completed_with_the_reason(tmp_path):
@@ -118,13 +97,13 @@ def test_early_stopping_survives_resume_exactly(tmp_path):
     assert first.status == "interrupted" and first.epochs_completed == 2
     resumed = _train(tmp_path, resume=tmp_path / "run")
     assert resumed.status == "completed" and resumed.epochs_completed == 3 and resumed.message == straight.message
-    assert _timeless(resumed.metrics) == _timeless(straight.metrics)
+    assert without_timing(resumed.metrics) == without_timing(straight.metrics)
 
     # Resuming a run that stopped early trains nothing: it is finished.
     weights = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     again = _train(tmp_path, resume=tmp_path / "run")
     assert again.status == "completed" and again.epochs_completed == 3 and again.message == straight.message
-    assert _timeless(again.metrics) == _timeless(straight.metrics)
+    assert without_timing(again.metrics) == without_timing(straight.metrics)
     after = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(weights[k], after[k]) for k in weights)
 
@@ -135,9 +114,8 @@ def test_early_stopping_survives_resume_exactly(tmp_path):
 
 
 def test_cli_exit_code_is_zero_and_the_reason_is_printed(tmp_path, cli):
-    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(SPEC).lstrip())
-    (tmp_path / "stalls.yaml").write_text(textwrap.dedent(RECIPE).lstrip())
-    result = cli("train", tmp_path / "tiny.yaml", "--recipe", tmp_path / "stalls.yaml", "--device", "cpu",
+    spec, recipe = _files(tmp_path)
+    result = cli("train", spec, "--recipe", recipe, "--device", "cpu",
                  "--limit-train", "48", "--limit-test", "32", "--run-dir", tmp_path / "run", "--quiet")
     assert result.exit_code == 0, result.output
     assert "early stop after epoch 3" in result.output

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import textwrap
 import time
 from pathlib import Path
 
@@ -24,28 +23,10 @@ from archspec.train.loop import train
 from archspec.train.rundir import read_metrics_csv, read_steps_csv
 from archspec.train.tracking import with_trackers
 
-SPEC = """
-name: tiny
-dataset: synthetic
-input: [3, 8, 8]
-classes: 4
-layers:
-  - conv: {out: 4, kernel: 3, padding: 1}
-  - bn
-  - relu
-  - pool: 2
-  - flatten
-  - linear: classes
-"""
+from .conftest import tiny_recipe_text, tiny_spec_text, write_file
 
-RECIPE = """
-name: tinyrecipe
-epochs: 3
-batch_size: 16
-optimizer: {name: adam, lr: 0.01}
-schedule: {type: cosine, interval: batch}
-seed: 5
-"""
+SPEC = tiny_spec_text(bn=True)
+RECIPE = tiny_recipe_text(3, seed=5, schedule="{type: cosine, interval: batch}")
 STEPS_PER_EPOCH = 4
 
 needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason='needs "archspec[mlflow]"')
@@ -53,10 +34,7 @@ needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, re
 
 def _run(tmp_path: Path, *, log=(), **kwargs):
     tmp_path.mkdir(parents=True, exist_ok=True)
-    spec_file = tmp_path / "tiny.yaml"
-    spec_file.write_text(textwrap.dedent(SPEC).lstrip())
-    recipe_file = tmp_path / "recipe.yaml"
-    recipe_file.write_text(textwrap.dedent(RECIPE).lstrip())
+    spec_file, recipe_file = write_file(tmp_path, "tiny.yaml", SPEC), write_file(tmp_path, "recipe.yaml", RECIPE)
     recipe = with_trackers(load_recipe(str(recipe_file), overrides=kwargs.pop("overrides", [])), log)
     kwargs.setdefault("run_dir", tmp_path / "run")
     return train(archspec.load_spec(spec_file), recipe, device="cpu", limit_train=64, limit_test=32,
@@ -243,7 +221,7 @@ def test_mlflow_resume_continues_the_same_mlflow_run_without_duplicates(tmp_path
 def test_cli_mlflow_uri_turns_mlflow_on_and_recipe_yaml_records_it(tmp_path, cli):
     import yaml
 
-    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(SPEC).lstrip())
+    write_file(tmp_path, "tiny.yaml", SPEC)
     result = cli("train", tmp_path / "tiny.yaml", "--recipe", "quick", "--epochs", "1", "--batch-size", "16",
                  "--limit-train", "32", "--limit-test", "16", "--device", "cpu", "--run-dir", tmp_path / "run",
                  "--mlflow-uri", tmp_path / "store", "--quiet")
@@ -281,7 +259,7 @@ def test_a_missing_tracker_package_is_one_line_naming_the_extra(tmp_path, cli, m
     assert 'pip install "archspec[mlflow]"' in caught.value.hint
     assert not (tmp_path / "run").exists()  # refused before the run directory is made
 
-    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(SPEC).lstrip())
+    write_file(tmp_path, "tiny.yaml", SPEC)
     result = cli("train", tmp_path / "tiny.yaml", "--log", "mlflow", "--device", "cpu", "--runs-dir", tmp_path / "r")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "needs the mlflow package" in result.output and "archspec[mlflow]" in result.output
