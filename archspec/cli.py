@@ -106,17 +106,26 @@ def count(
 @app.command()
 @user_errors
 def validate(
-    specs: Annotated[list[Path], typer.Argument(help="spec YAML files", show_default=False)],
+    specs: Annotated[list[Path] | None, typer.Argument(help="spec YAML files", show_default=False)] = None,
     data: DataOpt = None,
     allow_import: AllowImportOpt = False,
+    kinds: Annotated[bool, typer.Option("--kinds", help="list every layer kind with its options")] = False,
 ) -> None:
     """Check specs (syntax, schema, variables, blocks, shapes) without importing torch.
 
-    Example: archspec validate specs/*.yaml
+    Example: archspec validate specs/*.yaml   (archspec validate --kinds lists the layer kinds)
     """
     from archspec.layers import fmt_shape
     from archspec.spec.loader import load_spec
 
+    if kinds:
+        from archspec.report_table import print_kinds
+
+        print_kinds(console)
+    if not specs:
+        if kinds:
+            return
+        fail("give spec files to check (or --kinds to list the layer kinds)")
     failed = 0
     for path in specs:
         try:

@@ -26,11 +26,8 @@ def _build_list(nodes: list[Node], prefix: str):
 
 
 def _child_prefixes(node: Node, path: str) -> list[str]:
-    if node.kind == "residual":
-        return [f"{path}.body."]
-    if node.kind == "parallel":
-        return [f"{path}.paths.{i}." for i in range(len(node.children))]
-    return [f"{path}."]
+    names = node.impl.child_module_names(node.options, len(node.children))
+    return [f"{path}.{n}." if n else f"{path}." for n in names]
 
 
 def _build_node(node: Node, path: str):

@@ -10,6 +10,28 @@ from archspec.spec.loader import Spec
 from archspec.summary import Summary, human
 
 
+def _word(value) -> str:
+    """A default as it is written in YAML: true, null, avg, [] (not Python's True, None, 'avg')."""
+    if isinstance(value, bool) or value is None:
+        return "null" if value is None else str(value).lower()
+    return str(value)
+
+
+def print_kinds(console: Console) -> None:
+    """Every layer kind: aliases, the option a scalar sets, options with defaults, what it does."""
+    from archspec.layers import REGISTRY
+
+    table = Table(title="layer kinds (docs/spec-language.md#kinds)", title_justify="left", header_style="bold")
+    for col in ("kind", "aliases", "scalar sets", "options (default)", "what"):
+        table.add_column(col)
+    for kind in sorted(dict.fromkeys(REGISTRY.values()), key=lambda k: k.name):
+        opts = ", ".join(f"{k} {_word(v['default'])}" if "default" in v else f"{k} (required)" if k in kind.required
+                         else k for k, v in kind.options.items())
+        table.add_row(kind.name, ", ".join(kind.aliases), kind.main or "", opts, kind.summary)
+    table.add_row("repeat", "", "", "times (required), layers (required)", "the layers, `times` times over ($i)")
+    console.print(table)
+
+
 def print_summary(console: Console, spec: Spec, summary: Summary, depth: int | None = None) -> None:
     title = f"{spec.name}  {fmt_shape(spec.input_shape)} -> {fmt_shape(spec.output_shape)}"
     table = Table(title=title, title_justify="left", header_style="bold")
@@ -25,7 +47,7 @@ def print_summary(console: Console, spec: Spec, summary: Summary, depth: int | N
         indent = "  " * row.depth
         params = f"{row.params:,}" if row.params == row.trainable else f"{row.params:,} ({row.trainable:,} tr.)"
         table.add_row(row.index, indent + row.name.split(".")[-1], row.kind, fmt_shape(tuple(row.output_shape)),
-                      params, human(row.macs) if row.macs else "")
+                      params, "" if row.macs == 0 else human(row.macs))
     console.print(table)
     frozen = summary.total_params - summary.trainable_params
     console.print(

@@ -1,7 +1,9 @@
 """Parameter and MAC counts per layer, computed on the meta device (no weights allocated).
 
 Counts come from the real modules (`numel` of each parameter of a meta-device build), so they are
-exactly what `sum(p.numel() for p in model.parameters())` gives; MACs per sample are analytic.
+exactly what `sum(p.numel() for p in model.parameters())` gives. MACs per sample are analytic,
+except for attention and imported `module:` layers, which torch's FlopCounterMode counts on the
+meta device; a layer it cannot count is None ("unknown"), and so is every total that includes it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class Row:
     output_shape: list[int]
     params: int
     trainable: int
-    macs: int
+    macs: int | None
 
 
 @dataclass
@@ -31,7 +33,7 @@ class Summary:
     output_shape: list[int]
     total_params: int
     trainable_params: int
-    macs: int
+    macs: int | None
     fp32_bytes: int
     layers: list[Row] = field(default_factory=list)
 
@@ -41,12 +43,18 @@ class Summary:
         return d
 
 
-def node_macs(node: Node) -> int:
+def node_macs(node: Node) -> int | None:
     impl = node.impl
     if impl.composite:
-        return sum(node_macs(c) for group in node.children for c in group) + impl.extra_macs(
-            node.options, node.in_shape, node.out_shape)
+        parts = [node_macs(c) for group in node.children for c in group]
+        parts.append(impl.extra_macs(node.options, node.in_shape, node.out_shape))
+        return None if None in parts else sum(parts)
     return impl.macs(node.options, node.in_shape, node.out_shape)
+
+
+def total_macs(nodes: list[Node]) -> int | None:
+    parts = [node_macs(n) for n in nodes]
+    return None if None in parts else sum(parts)
 
 
 def summarize(spec: Spec, model=None) -> Summary:
@@ -87,7 +95,7 @@ def summarize(spec: Spec, model=None) -> Summary:
         output_shape=list(spec.output_shape),
         total_params=total,
         trainable_params=trainable,
-        macs=sum(node_macs(n) for n in spec.layers),
+        macs=total_macs(spec.layers),
         fp32_bytes=nbytes,
         layers=rows,
     )
@@ -110,11 +118,13 @@ def _kind_label(node: Node) -> str:
         return f"resblock x{o['convs']}" + (f" s{o['stride']}" if o["stride"] != 1 else "")
     if node.kind == "parallel":
         return f"parallel {o['merge']} x{len(node.children)}"
-    return impl.name
+    return impl.label(o, node.in_shape)
 
 
-def human(n: int) -> str:
-    """7281802 -> '7.28M'."""
+def human(n: int | None) -> str:
+    """7281802 -> '7.28M'; None (not countable) -> 'unknown'."""
+    if n is None:
+        return "unknown"
     for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= div:
             return f"{n / div:.2f}{unit}"

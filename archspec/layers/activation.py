@@ -1,4 +1,4 @@
-"""Activations: shape-preserving, parameter-free (relu, leaky_relu, gelu, silu, tanh, sigmoid, ...)."""
+"""Activations: shape-preserving, parameter-free (relu, relu6, leaky_relu, gelu, silu, hardswish, ...)."""
 
 from __future__ import annotations
 
@@ -17,18 +17,24 @@ class _Activation(LayerKind):
         return f"nn.{self.torch_name}()"
 
 
-def _simple(kind: str, torch_name: str, text: str) -> type[LayerKind]:
+def _simple(kind: str, torch_name: str, text: str, synonyms: tuple[str, ...] = ()) -> type[LayerKind]:
     cls = type(kind.title().replace("_", ""), (_Activation,),
-               {"name": kind, "torch_name": torch_name, "summary": text, "example": kind, "options": {}})
+               {"name": kind, "torch_name": torch_name, "summary": text, "example": kind, "options": {},
+                "synonyms": synonyms})
     return register(cls)
 
 
-_simple("relu", "ReLU", "rectified linear unit")
+_simple("relu", "ReLU", "rectified linear unit", ("rectifier",))
+_simple("relu6", "ReLU6", "ReLU clipped at 6 (MobileNetV2)", ("clipped_relu",))
 _simple("gelu", "GELU", "Gaussian error linear unit")
-_simple("silu", "SiLU", "SiLU / swish")
+_simple("silu", "SiLU", "SiLU / swish", ("swish",))
+_simple("hardswish", "Hardswish", "hard swish, x * relu6(x + 3) / 6 (MobileNetV3)", ("hswish", "h_swish"))
+_simple("hardsigmoid", "Hardsigmoid", "hard sigmoid, relu6(x + 3) / 6 (MobileNetV3's SE gate)",
+        ("hsigmoid", "h_sigmoid"))
+_simple("mish", "Mish", "mish, x * tanh(softplus(x))")
 _simple("tanh", "Tanh", "hyperbolic tangent")
-_simple("sigmoid", "Sigmoid", "logistic sigmoid")
-_simple("identity", "Identity", "no-op (handy as a placeholder in ablations)")
+_simple("sigmoid", "Sigmoid", "logistic sigmoid", ("logistic",))
+_simple("identity", "Identity", "no-op (handy as a placeholder in ablations)", ("noop", "none", "passthrough"))
 
 
 @register

@@ -7,7 +7,8 @@ A *kind* (conv, pool, bn, ...) is one small class that knows:
 - how to build its ``nn.Module`` (torch imported lazily inside `build`);
 - its multiply-accumulates per sample, and the plain PyTorch code that builds it (for `archspec show`).
 
-Shapes exclude the batch dimension: ``(C, H, W)`` for images, ``(F,)`` for flat features.
+Shapes exclude the batch dimension: ``(C, H, W)`` for images, ``(F,)`` for flat features and
+``(N, D)`` for a sequence of N tokens of width D (what `patchify` makes of an image).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ COMMON_OPTIONS: dict[str, dict] = {
                   "description": "false freezes this layer's parameters (requires_grad=False); "
                                  "bias trains only its biases (BitFit; airbench's BatchNorm)"},
 }
+# Accepted on every layer (and block use) and consumed by the spec loader before a kind sees its
+# options: the layer exists only where the condition is non-zero. Shown in the editor schema.
+IF_OPTION = {"if": {"anyOf": [{"type": "number"}, {"type": "boolean"}, {"type": "string"}],
+                    "description": "keep this layer only where the number or ${expression} is non-zero"}}
 
 
 class ShapeError(ValueError):
@@ -54,6 +59,24 @@ def need_flat(shape: Shape, kind: str) -> int:
     return shape[0]
 
 
+def need_tokens(shape: Shape, kind: str) -> tuple[int, int]:
+    if len(shape) != 2:
+        raise ShapeError(f"{kind} needs tokens [N, D], got {fmt_shape(shape)}; start with `- patchify: ...`")
+    return shape  # type: ignore[return-value]
+
+
+def shape_names(shape: Shape) -> dict[str, int]:
+    """The numbers a layer's options may use for the shape coming into it: `in_channels` on an
+    image [C, H, W], `in_features` on flat features [F] or tokens [N, D] (D), `in_tokens` (N)."""
+    if len(shape) == 3:
+        return {"in_channels": shape[0]}
+    if len(shape) == 2:
+        return {"in_features": shape[1], "in_tokens": shape[0]}
+    if len(shape) == 1:
+        return {"in_features": shape[0]}
+    return {}
+
+
 def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -68,6 +91,8 @@ class LayerKind:
     options: ClassVar[dict[str, dict]] = {}  # option -> JSON schema (with "default" where optional)
     required: ClassVar[tuple[str, ...]] = ()
     example: ClassVar[str] = ""  # a YAML layer line, shown in docs and tested
+    example_input: ClassVar[str] = "image"  # what the tested example gets: image, flat or tokens
+    synonyms: ClassVar[tuple[str, ...]] = ()  # words people type for this kind (suggested, not accepted)
     composite: ClassVar[bool] = False  # holds nested layer lists (residual, parallel)
 
     def defaults(self) -> dict[str, Any]:
@@ -87,8 +112,13 @@ class LayerKind:
     def build(self, o: dict, shape: Shape):
         raise NotImplementedError
 
-    def macs(self, o: dict, shape: Shape, out: Shape) -> int:
+    def macs(self, o: dict, shape: Shape, out: Shape) -> int | None:
+        """Multiply-accumulates per sample; None when they cannot be known (never a silent 0)."""
         return 0
+
+    def label(self, o: dict, shape: Shape) -> str:
+        """How `archspec count` names this layer in its table."""
+        return self.name
 
     def code(self, o: dict, shape: Shape) -> str:
         raise NotImplementedError
@@ -105,6 +135,51 @@ def register(cls: type[LayerKind]) -> type[LayerKind]:
             raise RuntimeError(f"layer kind {key!r} registered twice")
         REGISTRY[key] = inst
     return cls
+
+
+def _norm(word: str) -> str:
+    return "".join(ch for ch in str(word).lower() if ch.isalnum())
+
+
+def unknown_kind_message(word: str, blocks=()) -> str:
+    """Why `word` is not a kind, what was probably meant, and where every kind is listed.
+
+    A kind's `synonyms` (and its name written another way: `layer_norm`, `LayerNorm`) beat
+    spelling distance: `attention` should never suggest `flatten`.
+    """
+    import difflib
+
+    key = _norm(word)
+    meant = []
+    for kind in dict.fromkeys(REGISTRY.values()):
+        words = (kind.name, *kind.aliases, *kind.synonyms)
+        if key in {_norm(w) for w in words} and kind.name not in meant:
+            meant.append(kind.name)
+    meant += [b for b in blocks if _norm(b) == key and b not in meant]
+    if not meant:
+        meant = difflib.get_close_matches(str(word), sorted({*REGISTRY, *blocks, "repeat"}), n=3, cutoff=0.6)
+    hint = " or ".join(f'"{m}"' for m in meant)
+    return (f'unknown layer kind "{word}"' + (f" (did you mean {hint}?)" if hint else "")
+            + "; `archspec validate --kinds` lists every kind")
+
+
+def counted_macs(make, shape: Shape, batch: int = 2) -> int | None:
+    """MACs per sample of the module `make()` builds, on input `shape`, counted by torch's
+    FlopCounterMode on the meta device (no memory, no compute): for layers whose cost is not a
+    formula we own, such as imported modules and attention. Eval mode, `batch` samples; None when
+    the module cannot be built or run that way."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with torch.device("meta"):
+            module = make().eval()
+            counter = FlopCounterMode(display=False)
+            with counter, torch.no_grad():
+                module(torch.empty(batch, *shape))
+    except Exception:  # noqa: BLE001 - user modules may fail in any way; then the count is unknown
+        return None
+    return counter.get_total_flops() // (2 * batch)
 
 
 def prod(shape: Shape) -> int:

@@ -11,6 +11,7 @@ _NUM = {"type": "number", "exclusiveMinimum": 0}
 class BatchNorm(LayerKind):
     name = "bn"
     aliases = ("batchnorm",)
+    synonyms = ("batchnorm2d", "batchnorm1d", "batch_norm", "norm")
     summary = "batch norm; 1d or 2d chosen from the input shape"
     options = {
         "momentum": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},

@@ -8,6 +8,7 @@ from archspec.layers.base import BOOL, POS_INT, LayerKind, ShapeError, conv_out,
 @register
 class ResBlockKind(LayerKind):
     name = "resblock"
+    synonyms = ("basicblock", "basic_block", "res_block", "resnet_block")
     summary = "basic residual block: convs x (conv3x3+bn) + shortcut (1x1 conv+bn when the shape changes), relu"
     main = "out"
     options = {

@@ -1,20 +1,23 @@
 """Spec files -> a validated, fully expanded, shape-checked `Spec`.
 
 Pipeline: YAML (with positions) -> `extends` merge -> top-level schema -> vars -> expand layers
-(blocks, repeat, expressions, per-kind option schemas) -> shape inference. Every failure is an
+(blocks, repeat, `if:`, expressions, per-kind option schemas) with shape inference in the same
+pass, so options can use the incoming shape (`in_channels`, `in_features`). Every failure is an
 `ArchspecError` pointing at file:line:col and the key path. No torch import happens here.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from archspec.data.info import DATASETS, dataset_info
 from archspec.errors import ArchspecError, did_you_mean
-from archspec.layers import REGISTRY, LayerKind, Shape, ShapeError, fmt_shape
+from archspec.layers import REGISTRY, LayerKind, Shape, ShapeError, fmt_shape, unknown_kind_message
+from archspec.layers.base import shape_names
 from archspec.spec.expr import NAME_RE, ExprError, evaluate_string, is_expression
 from archspec.spec.schema import TOP_LEVEL
 from archspec.spec.schema_check import dotted, message_for
@@ -166,6 +169,14 @@ def _check_top_level(data: dict, positions: Positions, file: str) -> None:
 
 
 class _Expander:
+    """Expands blocks, repeats, `if:` and expressions while threading the shape through the layers.
+
+    Expansion and shape inference are one pass because options may depend on the shape coming
+    into a layer (`in_channels`, `in_features`): `conv: {out: $in_channels, groups: $in_channels}`
+    is a depthwise conv wherever it is used, and `if: ${in_channels != out}` decides whether a
+    layer exists at all.
+    """
+
     def __init__(self, doc: _Doc, scope: dict[str, Any], allow_import: bool) -> None:
         self.doc = doc
         self.scope = scope
@@ -177,43 +188,72 @@ class _Expander:
                 raise doc.error(("blocks", name), f'block name "{name}" is already a layer kind; rename the block')
 
     # where = the path inside the document (for positions), label = the path shown in messages
-    def expand(self, items: Any, where: tuple, label: str, scope: dict, stack: tuple, depth: int) -> list[Node]:
+    def expand(self, items: Any, where: tuple, label: str, scope: dict, stack: tuple, depth: int,
+               shape: Shape) -> tuple[list[Node], Shape]:
+        """Expand a layer list starting from `shape`; return the nodes and the shape they output."""
         if depth > MAX_NESTING:
             raise self.doc.error(where, f"layers nested deeper than {MAX_NESTING} levels")
         if not isinstance(items, list) or not items:
             raise self.doc.error(where, "expected a non-empty list of layers")
         out: list[Node] = []
         for i, item in enumerate(items):
-            out.extend(self.item(item, where + (i,), f"{label}[{i}]", scope, stack, depth))
-        return out
+            nodes, shape = self.item(item, where + (i,), f"{label}[{i}]", scope, stack, depth, shape)
+            out.extend(nodes)
+        return out, shape
 
-    def _kind_and_value(self, item: Any, where: tuple) -> tuple[str, Any]:
+    @staticmethod
+    def here(scope: dict, shape: Shape) -> dict:
+        """The scope a layer's options see: the enclosing names plus its input shape's names."""
+        return {**scope, **shape_names(shape), "_shape": tuple(shape)}
+
+    def _kind_and_value(self, item: Any, where: tuple, scope: dict) -> tuple[str, str, Any]:
+        """(kind, the key as written, value). A key `$act` takes the kind from a block parameter."""
         if isinstance(item, str):
-            return item, None
-        if isinstance(item, dict) and len(item) == 1:
-            ((kind, value),) = item.items()
-            return str(kind), value
-        if isinstance(item, dict):
+            raw, value = item, None
+        elif isinstance(item, dict) and len(item) == 1:
+            ((raw, value),) = item.items()
+            raw = str(raw)
+        elif isinstance(item, dict):
             keys = ", ".join(map(str, item))
             raise self.doc.error(where, f"a layer has exactly one key (its kind), got {len(item)}: {keys}; "
                                         "write options as `- conv: {out: 64, kernel: 3}`")
-        raise self.doc.error(where, f"a layer is a kind name like `relu` or a mapping like `conv: 64`, got {item!r}")
+        else:
+            raise self.doc.error(where,
+                                 f"a layer is a kind name like `relu` or a mapping like `conv: 64`, got {item!r}")
+        if not raw.startswith("$"):
+            return raw, raw, value
+        at = where + (raw, "<key>") if isinstance(item, dict) else where
+        kind = self.value(raw, at, scope)
+        if not isinstance(kind, str):
+            raise self.doc.error(at, f"{raw} is {kind!r}; a layer key needs a kind or block name")
+        return kind, raw, value
 
-    def item(self, item, where, label, scope, stack, depth) -> list[Node]:
-        kind, value = self._kind_and_value(item, where)
+    def item(self, item, where, label, scope, stack, depth, shape) -> tuple[list[Node], Shape]:
+        kind, key, value = self._kind_and_value(item, where, scope)
+        vwhere = where + (key,) if isinstance(item, dict) else where
+        if isinstance(value, dict) and "if" in value:
+            if not self._condition(value["if"], vwhere + ("if",), self.here(scope, shape)):
+                return [], shape
+            value = {k: v for k, v in value.items() if k != "if"}
         self.count += 1
         if self.count > MAX_LAYERS:
             raise self.doc.error(where, f"more than {MAX_LAYERS:,} layers after expansion")
-        vwhere = where + (kind,) if isinstance(item, dict) else where
         if kind == "repeat":
-            return [self.repeat(value, vwhere, f"{label}.repeat", scope, stack, depth)]
+            return self.repeat(value, vwhere, f"{label}.repeat", scope, stack, depth, shape)
         if kind in self.blocks:
-            return [self.block(kind, value, vwhere, f"{label}.{kind}", scope, stack, depth)]
+            return self.block(kind, value, vwhere, f"{label}.{kind}", scope, stack, depth, shape)
         if kind not in REGISTRY:
-            choices = [*REGISTRY, *self.blocks, "repeat"]
-            raise self.doc.error(where + (kind, "<key>") if isinstance(item, dict) else where,
-                                 f'unknown layer kind "{kind}"{did_you_mean(kind, choices)}')
-        return [self.layer(kind, value, vwhere, f"{label}.{kind}", scope, stack, depth)]
+            at = where + (key, "<key>") if isinstance(item, dict) else where
+            raise self.doc.error(at, unknown_kind_message(kind, self.blocks))
+        return self.layer(kind, value, vwhere, f"{label}.{kind}", scope, stack, depth, shape)
+
+    def _condition(self, raw, where, scope) -> bool:
+        cond = self.value(raw, where, scope, numeric=True)
+        if isinstance(cond, bool):
+            return cond
+        if not isinstance(cond, int | float):
+            raise self.doc.error(where, f"if needs a number or an expression like ${{stride == 1}}, got {cond!r}")
+        return bool(cond)
 
     def value(self, raw: Any, where: tuple, scope: dict, numeric: bool = False) -> Any:
         """Substitute $name / ${expr} (and bare var names where a number is expected)."""
@@ -224,26 +264,33 @@ class _Expander:
                 return scope[raw]
         except ExprError as e:
             raise self.doc.error(where, str(e)) from None
+        if numeric and isinstance(raw, str) and _EXPONENT.match(raw.strip()):
+            return float(raw)  # YAML 1.1 reads 1e-6 (no dot) as a string; a number was meant
         return raw
 
-    def repeat(self, value, where, label, scope, stack, depth) -> Node:
+    def repeat(self, value, where, label, scope, stack, depth, shape) -> tuple[list[Node], Shape]:
         if not isinstance(value, dict) or set(value) - {"times", "layers"} or "layers" not in value:
             raise self.doc.error(where, "repeat needs {times: N, layers: [...]}")
-        times = self.value(value.get("times", 1), where + ("times",), scope, numeric=True)
+        times = self.value(value.get("times", 1), where + ("times",), self.here(scope, shape), numeric=True)
         if isinstance(times, float) and times.is_integer():
             times = int(times)
-        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
-            raise self.doc.error(where + ("times",), f"times must be a positive integer, got {times!r}")
+        if not isinstance(times, int) or isinstance(times, bool) or times < 0:
+            raise self.doc.error(where + ("times",), f"times must be a whole number >= 0, got {times!r}")
+        if times == 0:
+            return [], shape
+        entry = shape
         children: list[Node] = []
         for i in range(times):
             inner = {**scope, "i": i}
-            children.extend(self.expand(value["layers"], where + ("layers",), f"{label}.layers", inner, stack,
-                                        depth + 1))
+            nodes, shape = self.expand(value["layers"], where + ("layers",), f"{label}.layers", inner, stack,
+                                       depth + 1, shape)
+            children.extend(nodes)
         file, line, col = self.doc.where(where)
-        return Node("sequence", {"layers": []}, file, line, col, label, label=f"repeat x{times}",
-                    children=[children])
+        node = Node("sequence", {"layers": []}, file, line, col, label, label=f"repeat x{times}",
+                    children=[children], in_shape=tuple(entry), out_shape=tuple(shape))
+        return [node], shape
 
-    def block(self, name, value, where, label, scope, stack, depth) -> Node:
+    def block(self, name, value, where, label, scope, stack, depth, shape) -> tuple[list[Node], Shape]:
         if name in stack:
             chain = " -> ".join([*stack, name])
             raise self.doc.error(where, f"block {name} uses itself ({chain})")
@@ -265,24 +312,27 @@ class _Expander:
                 raise self.doc.error(where + (k,), f'block {name} has no parameter "{k}"{did_you_mean(k, params)}'
                                      + (f"; parameters: {', '.join(params)}" if params else ""))
         inner = {k: v for k, v in self.scope.items()}
-        for p, default in params.items():
+        caller, own = self.here(scope, shape), self.here(self.scope, shape)
+        for p, default in params.items():  # evaluated where the block is used: in_channels is its input
             if p in args:
-                inner[p] = self.value(args[p], where + (p,) if isinstance(value, dict) else where, scope)
+                inner[p] = self.value(args[p], where + (p,) if isinstance(value, dict) else where, caller)
             elif default is not None:
-                inner[p] = self.value(default, ("blocks", name, "params", p), self.scope)
+                inner[p] = self.value(default, ("blocks", name, "params", p), {**own, **inner})
             else:
                 raise self.doc.error(where, f'block {name} needs parameter "{p}"')
-        children = self.expand(block["layers"], ("blocks", name, "layers"), f"{label}>{name}.layers", inner,
-                               (*stack, name), depth + 1)
+        children, out = self.expand(block["layers"], ("blocks", name, "layers"), f"{label}>{name}.layers", inner,
+                                    (*stack, name), depth + 1, shape)
         shown = ", ".join(f"{p}={inner[p]}" for p in params)
         file, line, col = self.doc.where(where)
         opts = {"layers": []}
         if node_name:
             opts["name"] = node_name
-        return Node("sequence", opts, file, line, col, label, name=node_name or "",
-                    label=f"{name}({shown})" if shown else name, children=[children])
+        node = Node("sequence", opts, file, line, col, label, name=node_name or "",
+                    label=f"{name}({shown})" if shown else name, children=[children],
+                    in_shape=tuple(shape), out_shape=tuple(out))
+        return [node], out
 
-    def layer(self, kind, value, where, label, scope, stack, depth) -> Node:
+    def layer(self, kind, value, where, label, scope, stack, depth, shape) -> tuple[list[Node], Shape]:
         impl = REGISTRY[kind]
         if kind == "module" and not self.allow_import:
             raise self.doc.error(where, "custom modules import and run Python code; pass --allow-import "
@@ -295,35 +345,47 @@ class _Expander:
             raise self.doc.error(where, f"{kind} takes no value (write `- {kind}`), got {value!r}")
         else:
             raw = {impl.main: value}
-        child_keys = {"layers", "paths"} if impl.composite else set()
-        opts: dict[str, Any] = {}
-        for k, v in raw.items():
-            schema = impl.options.get(k, {})
-            numeric = _is_numeric(schema)
-            owhere = where + (k,) if isinstance(value, dict) else where
-            if k in child_keys:
-                opts[k] = v
-            elif isinstance(v, list):
-                opts[k] = [self.value(x, owhere + (j,), scope, numeric) for j, x in enumerate(v)]
-            else:
-                opts[k] = self.value(v, owhere, scope, numeric)
-            if numeric and isinstance(opts[k], float) and opts[k].is_integer() and _is_int(schema):
-                opts[k] = int(opts[k])
-        full = {**impl.defaults(), **opts}
+        full = {**impl.defaults(), **self._options(impl, raw, value, where, self.here(scope, shape))}
         self._validate(impl, full, raw, value, where)
         if kind == "leaky_relu" and "slope" in full:
             full["slope"] = float(full["slope"])
         node_name = full.pop("name", "") or ""
         file, line, col = self.doc.where(where)
-        node = Node(impl.name, full, file, line, col, label, name=node_name, label=kind)
-        if impl.composite:
-            try:
-                lists = impl.child_lists(full)
-            except ShapeError as e:
-                raise self.doc.error(where, str(e)) from None
-            node.children = [self.expand(lst, where + sub, f"{label}.{'.'.join(map(str, sub))}", scope, stack,
-                                         depth + 1) for sub, lst in lists]
-        return node
+        node = Node(impl.name, full, file, line, col, label, name=node_name, label=kind, in_shape=tuple(shape))
+        try:
+            if impl.composite:
+                outs = []
+                for sub, lst in impl.child_lists(full):
+                    nodes, out = self.expand(lst, where + sub, f"{label}.{'.'.join(map(str, sub))}", scope, stack,
+                                             depth + 1, shape)
+                    node.children.append(nodes)
+                    outs.append(out)
+                out = impl.combine(full, shape, outs)
+            else:
+                out = impl.output_shape(full, shape)
+        except ShapeError as e:
+            raise node.error(f"{e} (input {fmt_shape(shape)})") from None
+        node.out_shape = tuple(out)
+        return [node], node.out_shape
+
+    def _options(self, impl: LayerKind, raw: dict, value, where, here: dict) -> dict[str, Any]:
+        """Substitute vars and expressions in each option; nested layer lists stay as written."""
+        opts: dict[str, Any] = {}
+        for k, v in raw.items():
+            schema = impl.options.get(k, {})
+            numeric = _is_numeric(schema)
+            owhere = where + (k,) if isinstance(value, dict) else where
+            if impl.composite and k in impl.child_keys and isinstance(v, list):
+                opts[k] = v
+            elif isinstance(v, list):
+                opts[k] = [self.value(x, owhere + (j,), here, numeric) for j, x in enumerate(v)]
+            elif isinstance(v, dict):  # e.g. module kwargs
+                opts[k] = {kk: self.value(vv, owhere + (kk,), here) for kk, vv in v.items()}
+            else:
+                opts[k] = self.value(v, owhere, here, numeric)
+            if numeric and isinstance(opts[k], float) and opts[k].is_integer() and _is_int(schema):
+                opts[k] = int(opts[k])
+        return opts
 
     def _validate(self, impl: LayerKind, full: dict, raw: dict, value, where) -> None:
         from jsonschema import Draft202012Validator
@@ -338,6 +400,9 @@ class _Expander:
         at = where + path if path and path[0] in raw and isinstance(value, dict) else where
         file, line, col = self.doc.where(at)
         raise ArchspecError(message, file=file, line=line, col=col, path=dotted(where + path[:1]))
+
+
+_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def _is_numeric(schema: dict) -> bool:
@@ -380,27 +445,6 @@ def assign_module_names(nodes: list[Node]) -> None:
         node.module_name = name
         for group in node.children:
             assign_module_names(group)
-
-
-# --------------------------------------------------------------------------------------------
-# shapes
-
-
-def infer_shapes(nodes: list[Node], shape: Shape) -> Shape:
-    """Thread `shape` through the layers, filling in in_shape/out_shape; raise on a mismatch."""
-    for node in nodes:
-        node.in_shape = tuple(shape)
-        impl = node.impl
-        try:
-            if impl.composite:
-                outs = [infer_shapes(group, shape) for group in node.children]
-                shape = impl.combine(node.options, shape, outs)
-            else:
-                shape = impl.output_shape(node.options, shape)
-        except ShapeError as e:
-            raise node.error(f"{e} (input {fmt_shape(node.in_shape)})") from None
-        node.out_shape = tuple(shape)
-    return tuple(shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,9 +515,8 @@ def load_spec(path: str | Path, *, dataset: str | None = None, allow_import: boo
             raise doc.error(("vars", name), f"vars must be numbers, got {value!r}")
         scope[name] = value
 
-    layers = expander.expand(data["layers"], ("layers",), "layers", scope, (), 0)
+    layers, output_shape = expander.expand(data["layers"], ("layers",), "layers", scope, (), 0, tuple(input_shape))
     assign_module_names(layers)
-    output_shape = infer_shapes(layers, input_shape)
     if classes is not None and output_shape != (classes,):
         last = layers[-1]
         raise last.error(f"the model outputs {fmt_shape(output_shape)} but there are {classes} classes; "
@@ -510,15 +553,13 @@ def to_item(node: Node) -> Any:
     """A node back as a spec layer item (non-default options only), for the resolved spec."""
     impl = node.impl
     defaults = impl.defaults()
-    opts = {k: v for k, v in node.options.items() if k not in ("layers", "paths", "times")
+    skip = impl.child_keys if impl.composite else ()
+    opts = {k: v for k, v in node.options.items() if k not in skip
             and not (k in defaults and defaults[k] == v)}
     if node.name or node.kind == "sequence":
         opts["name"] = node.name or node.module_name
     if impl.composite:
-        if node.kind == "parallel":
-            opts["paths"] = [[to_item(c) for c in group] for group in node.children]
-        else:
-            opts["layers"] = [to_item(c) for c in node.children[0]]
+        opts.update(impl.resolved_children(node.options, [[to_item(c) for c in group] for group in node.children]))
     if not opts:
         return node.kind
     if impl.main and list(opts) == [impl.main]:

@@ -1,0 +1,48 @@
+"""`attention`: multi-head self-attention on tokens [N, D] (torch's nn.MultiheadAttention).
+
+MACs come from torch's FlopCounterMode on the meta device (the projections plus the two
+N x N x D products of scaled dot-product attention), not from a formula of ours.
+"""
+
+from __future__ import annotations
+
+from archspec.layers.base import BOOL, POS_INT, LayerKind, ShapeError, counted_macs, need_tokens, register
+
+DROP = {"type": "number", "minimum": 0, "maximum": 1, "exclusiveMaximum": 1, "default": 0.0}
+
+
+@register
+class Attention(LayerKind):
+    name = "attention"
+    aliases = ("mha",)
+    summary = "multi-head self-attention on tokens [N, D] (nn.MultiheadAttention, query = key = value)"
+    synonyms = ("self_attention", "multihead_attention", "multiheadattention", "attn", "msa")
+    main = "heads"
+    options = {
+        "heads": {**POS_INT, "description": "attention heads; must divide D"},
+        "dropout": {**DROP, "description": "dropout on the attention weights"},
+        "bias": {**BOOL, "default": True},
+    }
+    required = ("heads",)
+    example = "attention: 4"
+    example_input = "tokens"
+
+    def output_shape(self, o, shape):
+        _, d = need_tokens(shape, "attention")
+        if d % o["heads"]:
+            raise ShapeError(f"heads={o['heads']} must divide the token width {d}")
+        return shape
+
+    def build(self, o, shape):
+        from archspec.layers.modules import SelfAttention
+
+        return SelfAttention(shape[1], o["heads"], dropout=o["dropout"], bias=o["bias"])
+
+    def macs(self, o, shape, out):
+        return counted_macs(lambda: self.build(o, shape), shape)
+
+    def label(self, o, shape):
+        return f"attention {o['heads']} heads"
+
+    def code(self, o, shape):
+        return f"SelfAttention({shape[1]}, {o['heads']}, dropout={o['dropout']!r}, bias={o['bias']})"
