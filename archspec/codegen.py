@@ -42,7 +42,7 @@ def _frozen(nodes: list[Node], prefix: str) -> list[tuple[str, bool | str]]:
         if node.options.get("trainable", True) is not True:
             out.append((path, node.options["trainable"]))
         if node.children:
-            names = node.impl.child_module_names(node.options, len(node.children))
+            names = node.impl.child_paths(len(node.children))
             for name, group in zip(names, node.children, strict=True):
                 out += _frozen(group, f"{path}.{name}." if name else f"{path}.")
     return out

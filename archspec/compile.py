@@ -26,7 +26,7 @@ def _build_list(nodes: list[Node], prefix: str):
 
 
 def _child_prefixes(node: Node, path: str) -> list[str]:
-    names = node.impl.child_module_names(node.options, len(node.children))
+    names = node.impl.child_paths(len(node.children))
     return [f"{path}.{n}." if n else f"{path}." for n in names]
 
 

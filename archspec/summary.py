@@ -118,7 +118,7 @@ def _kind_label(node: Node) -> str:
         return f"resblock x{o['convs']}" + (f" s{o['stride']}" if o["stride"] != 1 else "")
     if node.kind == "parallel":
         return f"parallel {o['merge']} x{len(node.children)}"
-    return impl.label(o, node.in_shape)
+    return impl.label(o, node.in_shape, node.label)
 
 
 def human(n: int | None) -> str:

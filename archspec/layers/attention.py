@@ -41,7 +41,7 @@ class Attention(LayerKind):
     def macs(self, o, shape, out):
         return counted_macs(lambda: self.build(o, shape), shape)
 
-    def label(self, o, shape):
+    def label(self, o, shape, written):
         return f"attention {o['heads']} heads"
 
     def code(self, o, shape):

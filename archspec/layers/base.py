@@ -94,6 +94,7 @@ class LayerKind:
     example_input: ClassVar[str] = "image"  # what the tested example gets: image, flat or tokens
     synonyms: ClassVar[tuple[str, ...]] = ()  # words people type for this kind (suggested, not accepted)
     composite: ClassVar[bool] = False  # holds nested layer lists (residual, parallel)
+    layer_lists: ClassVar[tuple[str, ...]] = ()  # options whose values are layer lists (composites)
 
     def defaults(self) -> dict[str, Any]:
         return {k: s["default"] for k, s in self.options.items() if "default" in s}
@@ -116,8 +117,8 @@ class LayerKind:
         """Multiply-accumulates per sample; None when they cannot be known (never a silent 0)."""
         return 0
 
-    def label(self, o: dict, shape: Shape) -> str:
-        """How `archspec count` names this layer in its table."""
+    def label(self, o: dict, shape: Shape, written: str) -> str:
+        """What `archspec count` shows in its kind column; `written` is how the spec named the layer."""
         return self.name
 
     def code(self, o: dict, shape: Shape) -> str:

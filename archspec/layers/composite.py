@@ -14,19 +14,19 @@ LAYER_LIST = {"type": "array", "minItems": 1, "description": "a list of layers"}
 
 class Composite(LayerKind):
     composite = True
-    child_keys: tuple[str, ...] = ("layers",)  # options that hold layer lists (not substituted)
+    layer_lists = ("layers",)  # options that hold layer lists (expanded, not substituted)
 
     def child_lists(self, o: dict) -> list[tuple[tuple, list]]:
         """[(option path, raw layer list)], e.g. [(("layers",), [...])]."""
         return [(("layers",), o["layers"])]
 
-    def child_module_names(self, o: dict, count: int) -> list[str]:
-        """Where each child list lives in the built module ("" = directly inside it)."""
+    def child_paths(self, count: int) -> list[str]:
+        """Where each child list lives in the built module ("" = the module is the list itself)."""
         return [""] * count
 
-    def resolved_children(self, o: dict, items: list[list]) -> dict:
-        """The options that write the expanded child lists back into a resolved spec."""
-        return {"layers": items[0]}
+    def write_children(self, o: dict, groups: list[list]) -> dict:
+        """`o` (non-default options) with the structural options replaced by the expanded groups."""
+        return {**{k: v for k, v in o.items() if k not in self.layer_lists}, "layers": groups[0]}
 
     def combine(self, o: dict, shape, outs: list) -> tuple:
         raise NotImplementedError
@@ -81,7 +81,7 @@ class Residual(Composite):
     summary = ("layers plus a shortcut: identity, a 1x1 conv+bn projection when shapes differ, "
                "your own layer list, or none when the shape changes (if_same)")
     synonyms = ("skip", "shortcut", "add", "skip_connection", "residual_block")
-    child_keys = ("layers", "shortcut")
+    layer_lists = ("layers", "shortcut")
     options = {
         "layers": LAYER_LIST,
         "shortcut": {"anyOf": [{"enum": ["auto", "identity", "projection", "if_same"]}, LAYER_LIST],
@@ -99,11 +99,14 @@ class Residual(Composite):
             lists.append((("shortcut",), o["shortcut"]))
         return lists
 
-    def child_module_names(self, o, count):
+    def child_paths(self, count):
         return ["body", "shortcut"][:count]
 
-    def resolved_children(self, o, items):
-        return {"layers": items[0], **({"shortcut": items[1]} if len(items) > 1 else {})}
+    def write_children(self, o, groups):
+        out = {**o, "layers": groups[0]}
+        if len(groups) > 1:
+            out["shortcut"] = groups[1]
+        return out
 
     def _mode(self, o, shape, out) -> str:
         """identity, projection, layers or none: what is added to the body's output."""
@@ -195,7 +198,7 @@ class Parallel(Composite):
     summary = ("paths on the same input, merged by sum, mean, concat (channels), mul (broadcast: "
                "squeeze-excitation's [C, H, W] x [C, 1, 1]) or gated (learned softmax weights)")
     synonyms = ("branch", "branches", "concat", "inception", "multiply", "squeeze_excitation", "se", "gate")
-    child_keys = ("layers", "paths", "times")
+    layer_lists = ("layers", "paths")
     options = {
         "merge": {"enum": ["sum", "mean", "concat", "mul", "gated"], "default": "sum"},
         "paths": {"type": "array", "minItems": 2, "items": {"type": "array", "minItems": 1},
@@ -214,11 +217,11 @@ class Parallel(Composite):
             raise ShapeError("parallel needs `paths: [[...], [...]]` or `times: N` with `layers: [...]`")
         return [(("layers",), o["layers"])] * o["times"]
 
-    def child_module_names(self, o, count):
+    def child_paths(self, count):
         return [f"paths.{i}" for i in range(count)]
 
-    def resolved_children(self, o, items):
-        return {"paths": items}
+    def write_children(self, o, groups):
+        return {**{k: v for k, v in o.items() if k not in ("layers", "paths", "times")}, "paths": groups}
 
     def combine(self, o, shape, outs):
         first = outs[0]

@@ -72,7 +72,7 @@ class CustomModule(LayerKind):
     def macs(self, o, shape, out):
         return counted_macs(lambda: self._make(o), shape, batch=PROBE_BATCH)
 
-    def label(self, o, shape):
+    def label(self, o, shape, written):
         return o["import"].partition(":")[2] or "module"
 
     def code(self, o, shape):

@@ -53,7 +53,7 @@ class EncoderBlockKind(LayerKind):
     def macs(self, o, shape, out):
         return counted_macs(lambda: self.build(o, shape), shape)
 
-    def label(self, o, shape):
+    def label(self, o, shape, written):
         return f"encoder_block {o['heads']} heads"
 
     def code(self, o, shape):

@@ -43,7 +43,7 @@ class LayerNorm(LayerKind):
     def _dim(shape) -> int:
         return shape[0] if len(shape) == 3 else shape[-1]
 
-    def label(self, o, shape) -> str:
+    def label(self, o, shape, written) -> str:
         return "layernorm (channels)" if len(shape) == 3 else "layernorm"
 
     def code(self, o, shape):

@@ -38,7 +38,7 @@ class PatchifyKind(LayerKind):
     def macs(self, o, shape, out):
         return out[0] * out[1] * shape[0] * o["patch"] ** 2
 
-    def label(self, o, shape):
+    def label(self, o, shape, written):
         return f"patchify {o['patch']}x{o['patch']}"
 
     def code(self, o, shape):

@@ -70,7 +70,7 @@ class TokenPoolKind(LayerKind):
 
         return TokenPool(o["type"])
 
-    def label(self, o, shape):
+    def label(self, o, shape, written):
         return f"token_pool {o['type']}"
 
     def code(self, o, shape):

@@ -375,7 +375,7 @@ class _Expander:
             schema = impl.options.get(k, {})
             numeric = _is_numeric(schema)
             owhere = where + (k,) if isinstance(value, dict) else where
-            if impl.composite and k in impl.child_keys and isinstance(v, list):
+            if k in impl.layer_lists and isinstance(v, list):
                 opts[k] = v
             elif isinstance(v, list):
                 opts[k] = [self.value(x, owhere + (j,), here, numeric) for j, x in enumerate(v)]
@@ -553,13 +553,11 @@ def to_item(node: Node) -> Any:
     """A node back as a spec layer item (non-default options only), for the resolved spec."""
     impl = node.impl
     defaults = impl.defaults()
-    skip = impl.child_keys if impl.composite else ()
-    opts = {k: v for k, v in node.options.items() if k not in skip
-            and not (k in defaults and defaults[k] == v)}
+    opts = {k: v for k, v in node.options.items() if not (k in defaults and defaults[k] == v)}
     if node.name or node.kind == "sequence":
         opts["name"] = node.name or node.module_name
     if impl.composite:
-        opts.update(impl.resolved_children(node.options, [[to_item(c) for c in group] for group in node.children]))
+        opts = impl.write_children(opts, [[to_item(c) for c in group] for group in node.children])
     if not opts:
         return node.kind
     if impl.main and list(opts) == [impl.main]:
