@@ -10,6 +10,9 @@ short ordered list of rewrites from archspec state_dict keys to torchvision keys
                          A string template uses regex back-references (``\\1``); a function
                          template gets the match and `n`, the number of distinct prefixes this
                          rule matched before (0, 1, 2, ... in model order: a running block index).
+    Leaves(ours, theirs) the layers inside our `ours` sequence, innermost ones in spec order, are
+                         torchvision's nn.Sequential `theirs` item by item (``features.0``,
+                         ``features.1``, ...): VGG's and AlexNet's flat `features`.
     no rule matches      the key is the same in both (``conv1.weight`` in ResNets).
 
 The rules read the names the spec gives its modules, never parameter shapes or positions of
@@ -23,11 +26,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from archspec.errors import ArchspecError
 
 Template = str | Callable[[re.Match, int], str]
-Rule = tuple[str, Template]
+
+
+@dataclass(frozen=True)
+class Leaves:
+    """Our sequence `ours`, read as its innermost layers in order, is torchvision's `theirs`."""
+
+    ours: str
+    theirs: str
+
+    def rules(self, model) -> list[tuple[str, str]]:
+        from torch import nn
+
+        inner = model.get_submodule(self.ours)
+        leaves = [path for path, m in inner.named_modules()
+                  if path and not list(m.children()) and not isinstance(m, nn.Sequential)]
+        return [(re.escape(f"{self.ours}.{path}.") , f"{self.theirs}.{i}.") for i, path in enumerate(leaves)]
+
+
+Rule = tuple[str, Template] | Leaves
 
 
 def _g(m: re.Match, i: int, delta: int = 0) -> int:
@@ -52,7 +74,39 @@ _RESNET_BOTTLENECK: list[Rule] = [
     (r"linear1\.", "fc."),
 ]
 
+_FIRE_AT = {1: 3, 2: 4, 3: 5, 4: 7, 5: 8, 6: 9, 7: 10, 8: 12}  # fire k in features: between the pools
+
+_SQUEEZENET: list[Rule] = [
+    (r"features\.conv1\.", "features.0."),
+    (r"features\.fire(\d)\.conv1\.", lambda m, n: f"features.{_FIRE_AT[_g(m, 1)]}.squeeze."),
+    (r"features\.fire(\d)\.parallel1\.paths\.0\.conv1\.", lambda m, n: f"features.{_FIRE_AT[_g(m, 1)]}.expand1x1."),
+    (r"features\.fire(\d)\.parallel1\.paths\.1\.conv1\.", lambda m, n: f"features.{_FIRE_AT[_g(m, 1)]}.expand3x3."),
+    (r"classifier\.conv1\.", "classifier.1."),
+]
+
+_DENSENET: list[Rule] = [
+    (r"features\.conv1\.", "features.conv0."),
+    (r"features\.bn1\.", "features.norm0."),
+    (r"features\.bn2\.", "features.norm5."),
+    (r"features\.dense_block(\d)\.repeat1\.dense_layer(\d+)\.parallel1\.paths\.1\.bn(\d)\.",
+     r"features.denseblock\1.denselayer\2.norm\3."),
+    (r"features\.dense_block(\d)\.repeat1\.dense_layer(\d+)\.parallel1\.paths\.1\.conv(\d)\.",
+     r"features.denseblock\1.denselayer\2.conv\3."),
+    (r"features\.transition(\d)\.bn1\.", r"features.transition\1.norm."),
+    (r"features\.transition(\d)\.conv1\.", r"features.transition\1.conv."),
+    (r"linear1\.", "classifier."),
+]
+
+_FEATURES_CLASSIFIER: list[Rule] = [Leaves("features", "features"), Leaves("classifier", "classifier")]
+
 RULES: dict[str, list[Rule]] = {
+    "alexnet": _FEATURES_CLASSIFIER,
+    "densenet121": _DENSENET,
+    "squeezenet1_0": _SQUEEZENET,
+    "vgg11": _FEATURES_CLASSIFIER,
+    "vgg11_bn": _FEATURES_CLASSIFIER,
+    "vgg16": _FEATURES_CLASSIFIER,
+    "vgg16_bn": _FEATURES_CLASSIFIER,
     "resnet18": _RESNET_BASIC,
     "resnet34": _RESNET_BASIC,
     "resnet50": _RESNET_BOTTLENECK,
@@ -60,8 +114,10 @@ RULES: dict[str, list[Rule]] = {
 }
 
 
-def map_keys(keys: list[str], rules: list[Rule]) -> dict[str, str]:
-    """archspec key -> torchvision key, by the first matching rule (identity when none matches)."""
+def map_keys(keys: list[str], rules: list[Rule], model=None) -> dict[str, str]:
+    """archspec key -> torchvision key, by the first matching rule (identity when none matches).
+    `model` (ours) is needed only by `Leaves` rules, which read its module tree."""
+    rules = [r for rule in rules for r in (rule.rules(model) if isinstance(rule, Leaves) else [rule])]
     ordinals: list[dict[str, int]] = [{} for _ in rules]
     out = {}
     for key in keys:
@@ -81,15 +137,16 @@ def _same_numbers(ours, theirs) -> bool:
     return tuple(ours) == tuple(theirs) or [d for d in ours if d != 1] == [d for d in theirs if d != 1]
 
 
-def mapped_state_dict(name: str, ours: dict, theirs: dict, *, skip_mismatched: bool = False):
-    """(state_dict for our model, keys left as they were) from torchvision's `theirs`.
+def mapped_state_dict(name: str, model, theirs: dict, *, skip_mismatched: bool = False):
+    """(state_dict for our `model`, keys left as they were) from torchvision's `theirs`.
 
     Refuses (ArchspecError) anything but a complete one-to-one mapping; with `skip_mismatched`,
     keys whose sizes differ (a classifier for another number of classes) are left out and listed.
     """
     if name not in RULES:
         raise ArchspecError(f'no torchvision weight mapping for "{name}"; known: {", ".join(sorted(RULES))}')
-    mapping = map_keys(list(ours), RULES[name])
+    ours = model.state_dict()
+    mapping = map_keys(list(ours), RULES[name], model)
     where = f"torchvision {name}"
     missing = [f"{k} -> {v}" for k, v in mapping.items() if v not in theirs]
     if missing:
@@ -130,7 +187,6 @@ def load_torchvision_weights(model, name: str, state_dict=None, *, skip_mismatch
         state_dict = get_model(name, weights="DEFAULT").state_dict()
     elif hasattr(state_dict, "state_dict"):
         state_dict = state_dict.state_dict()
-    ours = model.state_dict()
-    new, skipped = mapped_state_dict(name, ours, state_dict, skip_mismatched=skip_mismatched)
-    model.load_state_dict({**ours, **new})
+    new, skipped = mapped_state_dict(name, model, state_dict, skip_mismatched=skip_mismatched)
+    model.load_state_dict({**model.state_dict(), **new})
     return skipped

@@ -85,7 +85,7 @@ def logit_difference(name: str) -> float:
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         ours, theirs = model(x), ref(x)
-    assert theirs.abs().max() > 0.1  # a real signal, not a collapsed network
+    assert theirs.std() > 1e-3  # logits that vary: a real signal, not a collapsed network
     return (ours - theirs).abs().max().item()
 
 
