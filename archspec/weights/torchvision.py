@@ -49,9 +49,45 @@ _DENSENET = [
     (r"linear1\.", "classifier."),
 ]
 
+# torchvision's Conv2dNormActivation is nn.Sequential(conv, bn, act): the spec's conv-bn-act blocks
+# mirror it position by position, as its inverted residuals mirror their `conv` / `block` lists.
+_BY_POSITION = (r"(\w+)\.", lambda k: f"{k.pos(1)}.")
+
+_MOBILENET_V2 = [
+    Blocks(r"features\.(cbr\d|bottleneck\d\.repeat1\.inverted\d+)", lambda i: f"features.{i}", (
+        (r"residual1\.body\.(cbr\d)\.(\w+)\.", lambda k: f"conv.{k.pos(1)}.{k.pos(2)}."),
+        (r"residual1\.body\.(\w+)\.", lambda k: f"conv.{k.pos(1)}."),
+        _BY_POSITION,
+    )),
+    (r"linear1\.", "classifier.1."),
+]
+
+_MOBILENET_V3 = [
+    Blocks(r"features\.(cba\d|bneck\d+)", lambda i: f"features.{i}", (
+        (r"residual1\.body\.(se\d)\.parallel1\.paths\.1\.conv(\d)\.", lambda k: f"block.{k.pos(1)}.fc{k[2]}."),
+        (r"residual1\.body\.(cba\d)\.(\w+)\.", lambda k: f"block.{k.pos(1)}.{k.pos(2)}."),
+        _BY_POSITION,
+    )),
+    Leaves("classifier", "classifier"),
+]
+
+_MBCONV = r"features\.(stage\d)\.repeat1\.mbconv(\d+)\.residual1\.body\."  # features.<stage>.<block>.block
+
+_EFFICIENTNET = [
+    (r"features\.(cba\d)\.(\w+)\.", lambda k: f"features.{k.pos(1)}.{k.pos(2)}."),
+    (_MBCONV + r"(se\d)\.parallel1\.paths\.1\.conv(\d)\.",
+     lambda k: f"features.{k.pos(1)}.{k.num(2, -1)}.block.{k.pos(3)}.fc{k[4]}."),
+    (_MBCONV + r"(cba\d)\.(\w+)\.", lambda k: f"features.{k.pos(1)}.{k.num(2, -1)}.block.{k.pos(3)}.{k.pos(4)}."),
+    (r"linear1\.", "classifier.1."),
+]
+
 RULES: dict[str, list] = {
     "alexnet": _FEATURES_CLASSIFIER,
     "densenet121": _DENSENET,
+    "efficientnet_b0": _EFFICIENTNET,
+    "mobilenet_v2": _MOBILENET_V2,
+    "mobilenet_v3_large": _MOBILENET_V3,
+    "mobilenet_v3_small": _MOBILENET_V3,
     "resnet18": _RESNET_BASIC,
     "resnet34": _RESNET_BASIC,
     "resnet50": _RESNET_BOTTLENECK,
