@@ -81,6 +81,50 @@ _EFFICIENTNET = [
     (r"linear1\.", "classifier.1."),
 ]
 
+_YBLOCK = r"stage(\d)\.repeat1\.yblock(\d+)\.residual1\."  # trunk_output.block<s>.block<s>-<b>
+
+_REGNET = [
+    (r"cbr1\.(\w+)\.", lambda k: f"stem.{k.pos(1)}."),
+    (_YBLOCK + r"body\.se\.parallel1\.paths\.1\.conv(\d)\.",
+     lambda k: f"trunk_output.block{k[1]}.block{k[1]}-{k.num(2, -1)}.f.se.fc{k[3]}."),
+    (_YBLOCK + r"body\.(\w)\.(\w+)\.", lambda k: f"trunk_output.block{k[1]}.block{k[1]}-{k.num(2, -1)}.f.{k[3]}.{k.pos(4)}."),
+    (_YBLOCK + r"shortcut\.", lambda k: f"trunk_output.block{k[1]}.block{k[1]}-{k.num(2, -1)}.proj."),
+    (r"linear1\.", "fc."),
+]
+
+_SHUFFLENET = [
+    (r"conv1\.", "conv1.0."),
+    (r"bn1\.", "conv1.1."),
+    (r"conv2\.", "conv5.0."),
+    (r"bn2\.", "conv5.1."),
+    (r"stage(\d)\.down1\.parallel1\.paths\.0\.(\w+)\.", lambda k: f"stage{k.num(1, 1)}.0.branch1.{k.pos(2)}."),
+    (r"stage(\d)\.down1\.parallel1\.paths\.1\.branch1\.(\w+)\.", lambda k: f"stage{k.num(1, 1)}.0.branch2.{k.pos(2)}."),
+    (r"stage(\d)\.repeat1\.unit(\d+)\.parallel1\.paths\.1\.branch1\.(\w+)\.",
+     lambda k: f"stage{k.num(1, 1)}.{k[2]}.branch2.{k.pos(3)}."),
+    (r"linear1\.", "fc."),
+]
+
+_CNBLOCK = r"features\.(stage\d)\.repeat1\.cnblock(\d+)\.residual1\.body\."  # features.<s>.<b>
+_CNBLOCK_AT = {"conv1": 0, "layernorm1": 2, "conv2": 3, "conv3": 5}  # its `block`: Permutes and GELU between
+
+_CONVNEXT = [
+    (r"features\.(conv1|layernorm1)\.", lambda k: f"features.0.{k.pos(1)}."),
+    (_CNBLOCK + r"layerscale1\.scale", lambda k: f"features.{k.pos(1) - 1}.{k.num(2, -1)}.layer_scale"),
+    (_CNBLOCK + r"(\w+)\.", lambda k: f"features.{k.pos(1) - 1}.{k.num(2, -1)}.block.{_CNBLOCK_AT[k[3]]}."),
+    (r"features\.(downsample\d)\.(\w+)\.", lambda k: f"features.{k.pos(1) - 1}.{k.pos(2)}."),
+    (r"layernorm1\.", "classifier.0."),
+    (r"linear1\.", "classifier.2."),
+]
+
+_VIT = [
+    (r"patchify1\.", "conv_proj."),
+    (r"class_token1\.token", "class_token"),
+    (r"pos_embed1\.embedding", "encoder.pos_embedding"),
+    (r"repeat1\.encoder_block(\d+)\.", lambda k: f"encoder.layers.encoder_layer_{k.num(1, -1)}."),
+    (r"layernorm1\.", "encoder.ln."),
+    (r"linear1\.", "heads.head."),
+]
+
 RULES: dict[str, list] = {
     "alexnet": _FEATURES_CLASSIFIER,
     "densenet121": _DENSENET,
@@ -88,14 +132,18 @@ RULES: dict[str, list] = {
     "mobilenet_v2": _MOBILENET_V2,
     "mobilenet_v3_large": _MOBILENET_V3,
     "mobilenet_v3_small": _MOBILENET_V3,
+    "convnext_tiny": _CONVNEXT,
+    "regnet_y_400mf": _REGNET,
     "resnet18": _RESNET_BASIC,
     "resnet34": _RESNET_BASIC,
     "resnet50": _RESNET_BOTTLENECK,
+    "shufflenet_v2_x1_0": _SHUFFLENET,
     "squeezenet1_0": _SQUEEZENET,
     "vgg11": _FEATURES_CLASSIFIER,
     "vgg11_bn": _FEATURES_CLASSIFIER,
     "vgg16": _FEATURES_CLASSIFIER,
     "vgg16_bn": _FEATURES_CLASSIFIER,
+    "vit_b_16": _VIT,
     "wide_resnet50_2": _RESNET_BOTTLENECK,
 }
 
