@@ -112,3 +112,23 @@ def test_fine_tuning_keeps_a_new_classifier(tmp_path):
     assert torch.equal(model.conv1.weight, ref.conv1.weight)
     with pytest.raises(ArchspecError, match=r"torchvision resnet18: linear1.weight is \[10, 512\] but fc.weight is \[1000, 512\]"):
         load_torchvision_weights(model, "resnet18", ref)
+
+
+def test_vit_attention_macs_match_flop_counter_on_torchvision(cli):
+    """`archspec count` prints attention MACs within 1% of FlopCounterMode's count of torchvision's
+    own ViT-B/16 (they are equal: both come from the same counter), and the total too."""
+    import json
+
+    result = cli("count", SPECS / "vit_b_16.yaml", "--json")
+    assert result.exit_code == 0, result.output
+    counted = json.loads(result.output)
+    ours = sum(r["macs"] for r in counted["layers"] if r["kind"].startswith("attention"))
+    with torch.device("meta"):
+        ref = torchvision_model("vit_b_16", "meta").eval()
+        counter = FlopCounterMode(display=False)
+        with counter:
+            ref(torch.empty(1, 3, 224, 224))
+    per_module = counter.get_flop_counts()
+    theirs = sum(sum(per_module[k].values()) for k in per_module if k.endswith("self_attention")) / 2
+    assert theirs > 6e9 and abs(ours - theirs) <= 0.01 * theirs
+    assert abs(counted["macs"] - counter.get_total_flops() / 2) <= 0.01 * counted["macs"]

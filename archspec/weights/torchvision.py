@@ -116,11 +116,15 @@ _CONVNEXT = [
     (r"linear1\.", "classifier.2."),
 ]
 
+_ENCODER_AT = {("1", "layernorm1"): "ln_1", ("1", "attention1"): "self_attention",
+               ("2", "layernorm1"): "ln_2", ("2", "linear1"): "mlp.0", ("2", "linear2"): "mlp.3"}
+
 _VIT = [
     (r"patchify1\.", "conv_proj."),
     (r"class_token1\.token", "class_token"),
     (r"pos_embed1\.embedding", "encoder.pos_embedding"),
-    (r"repeat1\.encoder_block(\d+)\.", lambda k: f"encoder.layers.encoder_layer_{k.num(1, -1)}."),
+    (r"repeat1\.encoder(\d+)\.residual(\d)\.body\.(\w+)\.",
+     lambda k: f"encoder.layers.encoder_layer_{k.num(1, -1)}.{_ENCODER_AT[k[2], k[3]]}."),
     (r"layernorm1\.", "encoder.ln."),
     (r"linear1\.", "heads.head."),
 ]
