@@ -20,6 +20,13 @@ def build_model(spec, device=None):
     return _build(spec, device=device)
 
 
+def load_torchvision_weights(model, name, state_dict=None, *, skip_mismatched=False):
+    """Torchvision's `name` weights (pretrained by default) into a model of specs/torchvision/<name>.yaml."""
+    from archspec.weights import load_torchvision_weights as _load
+
+    return _load(model, name, state_dict, skip_mismatched=skip_mismatched)
+
+
 def summarize(spec, model=None):
     """Per-layer and total parameter / MAC counts (meta device: no weights allocated)."""
     from archspec.summary import summarize as _summarize
@@ -27,4 +34,5 @@ def summarize(spec, model=None):
     return _summarize(spec, model=model)
 
 
-__all__ = ["ArchspecError", "Spec", "build_model", "load_spec", "summarize", "__version__"]
+__all__ = ["ArchspecError", "Spec", "build_model", "load_spec", "load_torchvision_weights", "summarize",
+           "__version__"]

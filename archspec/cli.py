@@ -248,6 +248,9 @@ def train(
     allow_import: AllowImportOpt = False,
     devices: Annotated[int | None, typer.Option("--devices", help="train on N processes/GPUs with torchrun + "
                                                 "DDP (batch size is per process)", min=1)] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="start from torchvision's weights: "
+                                                "'torchvision' (pretrained, downloaded) or a saved torchvision "
+                                                "state_dict; for specs/torchvision/ specs (fine-tuning)")] = None,
 ) -> None:
     """Train a spec with a recipe; writes runs/<spec>-<recipe>-<time>/ (metrics, plots, checkpoints).
 
@@ -274,10 +277,15 @@ def train(
     resolved_recipe = load_recipe(recipe_ref, overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr)
     if loaded.dataset is None and resolved_recipe.dataset:  # a dataset-less spec takes the recipe's
         loaded = load_spec(spec, dataset=resolved_recipe.dataset, allow_import=allow_import)
+    init_weights = None
+    if weights is not None:
+        from archspec.weights import weights_source
+
+        init_weights = weights_source(weights, loaded.name)
     result = run_training(
         loaded, resolved_recipe, dataset=loaded.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
         runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
-        console=console, progress=not quiet, quiet=quiet,
+        console=console, progress=not quiet, quiet=quiet, init_weights=init_weights,
     )
     code = TRAIN_EXIT_CODES.get(result.status, 1)
     if code:

@@ -133,3 +133,25 @@ def test_vit_attention_macs_match_flop_counter_on_torchvision(cli):
     theirs = sum(sum(per_module[k].values()) for k in per_module if k.endswith("self_attention")) / 2
     assert theirs > 6e9 and abs(ours - theirs) <= 0.01 * theirs
     assert abs(counted["macs"] - counter.get_total_flops() / 2) <= 0.01 * counted["macs"]
+
+
+def test_cli_train_starts_from_torchvision_weights(tmp_path, cli):
+    """`archspec train --weights FILE` fine-tunes from a torchvision state_dict: the network starts
+    as torchvision's, the classifier for the new classes starts fresh."""
+    ref = torchvision_model("squeezenet1_0")
+    torch.save(ref.state_dict(), tmp_path / "squeezenet.pth")
+    recipe = tmp_path / "still.yaml"
+    recipe.write_text("name: still\nepochs: 1\nbatch_size: 8\noptimizer: {name: sgd, lr: 1.0e-12}\nseed: 1\n")
+    runs = tmp_path / "runs"
+    result = cli("train", SPECS / "squeezenet1_0.yaml", "--data", "synthetic", "--recipe", recipe, "--weights",
+                 tmp_path / "squeezenet.pth", "--limit-train", "8", "--limit-test", "8", "--device", "cpu",
+                 "--runs-dir", runs)
+    assert result.exit_code == 0, result.output
+    (run,) = runs.iterdir()
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)["model"]
+    assert torch.allclose(state["features.conv1.weight"], ref.features[0].weight, atol=1e-6)
+    assert state["classifier.conv1.weight"].shape == (10, 512, 1, 1)
+
+    bad = cli("train", SPECS / "resnet18.yaml", "--data", "synthetic", "--weights", tmp_path / "nope.pth",
+              "--runs-dir", runs)
+    assert bad.exit_code == 2 and "nope.pth: --weights takes" in bad.output

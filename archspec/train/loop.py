@@ -370,14 +370,16 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
           run_dir: str | Path | None = None, runs_root: str | Path = "runs", limit_train: int | None = None,
           limit_test: int | None = None, resume: str | Path | None = None, workers: int | None = None,
           console: Console | None = None, progress: bool = True, quiet: bool = False,
-          stop_after_epoch: int | None = None) -> RunResult:
+          stop_after_epoch: int | None = None, init_weights=None) -> RunResult:
     """Train `spec` (a loaded Spec) with `recipe` (a Recipe); write the run directory; return a RunResult.
 
     `resume` is a run directory (or its last.pt): the run continues there at the next epoch and
     ends exactly where an uninterrupted run would. `stop_after_epoch` ends the run cleanly
     (status "interrupted", resumable) after that epoch: for time-sliced jobs. Ctrl-C/SIGTERM do
     the same after the current batch. Bad input raises ArchspecError; the status in the result
-    tells completed / interrupted / diverged apart.
+    tells completed / interrupted / diverged apart. `init_weights(model)` (see
+    `archspec.weights.weights_source`) loads starting weights into a new run, for fine-tuning; it
+    returns the keys it left fresh.
     """
     import archspec
     from archspec.data.loader import make_loaders
@@ -419,6 +421,11 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     model = archspec.build_model(spec)
     if getattr(recipe, "init", None):
         apply_init(model, recipe.init)
+    if init_weights is not None and resumed is None:  # on resume the checkpoint has the weights
+        fresh = init_weights(model)
+        if fresh:
+            reporter.note(f"starting weights loaded; kept fresh (sizes differ): {', '.join(fresh)}",
+                          style="cyan", always=False)
     params = sum(p.numel() for p in model.parameters())
     if resumed is not None:
         ckpt_mod.check_compatible(resumed, spec_name=spec.name, fingerprint=fingerprint,

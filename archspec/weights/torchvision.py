@@ -174,3 +174,37 @@ def load_torchvision_weights(model, name: str, state_dict=None, *, skip_mismatch
                                      skip_mismatched=skip_mismatched)
     model.load_state_dict({**model.state_dict(), **new})
     return skipped
+
+
+def weights_source(source: str, name: str):
+    """`archspec train --weights SOURCE` for the spec named `name`: a function that loads the
+    weights into a freshly built model and returns the keys it kept fresh (a new classifier).
+
+    SOURCE is ``torchvision`` (torchvision's pretrained weights for `name`, downloaded once into
+    torch's cache) or the path of a torchvision state_dict saved with ``torch.save``.
+    """
+    from pathlib import Path
+
+    from archspec.errors import ArchspecError
+
+    if name not in RULES:
+        raise ArchspecError(f'--weights: no torchvision weight mapping for the spec "{name}"; '
+                            f'specs/torchvision/ has: {", ".join(sorted(RULES))}')
+    state_dict = None
+    if source != "torchvision":
+        path = Path(source)
+        if not path.is_file():
+            raise ArchspecError('--weights takes "torchvision" or a state_dict file', file=source)
+        import torch
+
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+            raise ArchspecError(f"cannot read a state_dict: {type(e).__name__}: {e}", file=source) from None
+        if not isinstance(state_dict, dict):
+            raise ArchspecError(f"expected a state_dict (a mapping), got {type(state_dict).__name__}", file=source)
+
+    def load(model) -> list[str]:
+        return load_torchvision_weights(model, name, state_dict, skip_mismatched=True)
+
+    return load
