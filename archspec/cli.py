@@ -98,7 +98,7 @@ def count(
     if json_out:
         print(json.dumps(summary.to_dict(), indent=1))
         return
-    from archspec.report_table import print_summary
+    from archspec.summary import print_summary
 
     print_summary(console, loaded, summary, depth=depth)
 
@@ -119,9 +119,7 @@ def validate(
     from archspec.spec.loader import load_spec
 
     if kinds:
-        from archspec.report_table import print_kinds
-
-        print_kinds(console)
+        _print_kinds()
     if not specs:
         if kinds:
             return
@@ -142,6 +140,26 @@ def validate(
                       f"{n} layers", highlight=False)
     if failed:
         raise typer.Exit(2)
+
+
+def _print_kinds() -> None:
+    """Every layer kind: aliases, the option a scalar sets, options with defaults, what it does."""
+    from rich.table import Table
+
+    from archspec.layers import REGISTRY
+
+    def word(value) -> str:  # a default as YAML writes it: true, null, avg
+        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+    table = Table(title="layer kinds (docs/spec-language.md#kinds)", title_justify="left", header_style="bold")
+    for col in ("kind", "aliases", "scalar sets", "options (default)", "what"):
+        table.add_column(col)
+    for kind in sorted(dict.fromkeys(REGISTRY.values()), key=lambda k: k.name):
+        opts = ", ".join(f"{k} {word(v['default'])}" if "default" in v else f"{k} (required)"
+                         if k in kind.required else k for k, v in kind.options.items())
+        table.add_row(kind.name, ", ".join(kind.aliases), kind.main or "", opts, kind.summary)
+    table.add_row("repeat", "", "", "times (required), layers (required)", "the layers, `times` times over ($i)")
+    console.print(table)
 
 
 @app.command()
@@ -178,43 +196,13 @@ def show(
 TRAIN_EXIT_CODES = {"completed": 0, "interrupted": 130, "diverged": 3}
 
 
-def _run_spec(path: Path | None) -> dict | None:
-    """The resolved spec a run directory (or a checkpoint inside one) saved as spec.yaml, if any."""
-    import yaml
-
-    if path is None:
-        return None
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    try:
-        saved = yaml.safe_load((folder / "spec.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    return saved if isinstance(saved, dict) else None
-
-
 def _load_for_run(spec: Path, data: str | None, run: Path | None, allow_import: bool):
-    """Load the spec; without --data, re-target it the way the run was (`train --data X`), if it was.
+    """The spec for `eval`/`export` of run `run`: re-targeted as that run was (archspec.train.prepare)."""
+    from archspec.train.prepare import load_run_spec
 
-    So that `--resume`, `eval` and `export` of a run started with `--data X` need not repeat it.
-    The run's spec.yaml tells: when its input shape / classes differ from the spec's own and
-    re-targeting to its dataset reproduces them, that is what the run did.
-    """
-    from archspec.spec.loader import load_spec
-
-    loaded = load_spec(spec, dataset=data, allow_import=allow_import)
-    saved = _run_spec(run) if data is None else None
-    trained_on = saved.get("dataset") if saved else None
-    if not trained_on:
-        return loaded
-
-    def shape(resolved: dict) -> tuple:
-        return (list(resolved.get("input") or []), resolved.get("classes"))
-
-    if shape(loaded.resolved) != shape(saved):
-        retargeted = load_spec(spec, dataset=trained_on, allow_import=allow_import)
-        if shape(retargeted.resolved) == shape(saved):
-            err_console.print(f"note: the run was trained on {trained_on}; using that dataset", highlight=False)
-            return retargeted
+    loaded, note = load_run_spec(spec, data=data, run=run, allow_import=allow_import)
+    if note:
+        err_console.print(note, highlight=False)
     return loaded
 
 
@@ -261,29 +249,21 @@ def train(
     if devices is not None and devices > 1 and not torchrun_worker():  # re-run this command under torchrun
         check_devices(devices, device)
         raise typer.Exit(launch(devices, ["train", *argv_from_context(ctx, drop=("devices",))]))
-    from archspec.recipes import load_recipe
-    from archspec.spec.loader import load_spec
     from archspec.train.loop import train as run_training
+    from archspec.train.prepare import prepare_run
 
-    loaded = _load_for_run(spec, data, resume, allow_import)
-    overrides = list(set_ or [])
-    if seed is not None:
-        overrides.append(f"seed={seed}")
-    recipe_ref: str | None = recipe
-    if recipe_ref is None and resume is not None and (Path(resume) / "recipe.yaml").is_file():
-        recipe_ref = str(Path(resume) / "recipe.yaml")  # continue with the run's own recipe
-    if recipe_ref is None:
-        recipe_ref = loaded.recipe or "adam"
-    resolved_recipe = load_recipe(recipe_ref, overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr)
-    if loaded.dataset is None and resolved_recipe.dataset:  # a dataset-less spec takes the recipe's
-        loaded = load_spec(spec, dataset=resolved_recipe.dataset, allow_import=allow_import)
+    overrides = [*(set_ or []), *([f"seed={seed}"] if seed is not None else [])]
+    inputs = prepare_run(spec, recipe=recipe, overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr,
+                         data=data, resume=resume, allow_import=allow_import)
+    for note in inputs.notes:
+        err_console.print(note, highlight=False)
     init_weights = None
     if weights is not None:
         from archspec.weights import weights_source
 
-        init_weights = weights_source(weights, loaded.name)
+        init_weights = weights_source(weights, inputs.spec.name)
     result = run_training(
-        loaded, resolved_recipe, dataset=loaded.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
+        inputs.spec, inputs.recipe, dataset=inputs.spec.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
         runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
         console=console, progress=not quiet, quiet=quiet, init_weights=init_weights,
     )
@@ -314,7 +294,7 @@ def eval_(
 
     from rich.table import Table
 
-    from archspec.train.evaluate import evaluate
+    from archspec.train.evaluation import evaluate
 
     loaded = _load_for_run(spec, data, checkpoint, allow_import)
     result = evaluate(loaded, checkpoint, dataset=loaded.dataset, data_dir=data_dir, device=device, limit_test=limit_test,
@@ -401,6 +381,9 @@ def recipes_plot(
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch", min=1, help="batches per epoch "
                                                         "(default: 1, or 100 for per-batch schedules)")] = None,
     set_: RecipeSetOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="png, svg or pdf (default: the file name's "
+                                            "suffix)", show_default=False)] = None,
+    dpi: Annotated[int, typer.Option("--dpi", help="resolution of a PNG (dots per inch)", min=1)] = 110,
 ) -> None:
     """Draw a recipe's learning-rate curve with the real torch schedulers.
 
@@ -412,7 +395,7 @@ def recipes_plot(
     resolved = load_recipe(recipe, overrides=set_ or [])
     spe = steps_per_epoch or (100 if resolved.schedule.interval == "batch" else 1)
     lrs = lr_curve(resolved, spe)
-    path = plot_lr(resolved, output, spe, lrs=lrs)
+    path = plot_lr(resolved, output, spe, lrs=lrs, fmt=fmt, dpi=dpi)
     console.print(f"wrote {path} ({len(lrs):,} steps, lr {min(lrs):.3g} to {max(lrs):.3g})", highlight=False)
 
 
@@ -422,6 +405,9 @@ RunsArg = Annotated[list[Path], typer.Argument(help="run directories, or folders
                                                show_default=False)]
 SortOpt = Annotated[str | None, typer.Option("--sort", help="sort by a column: test_acc, best_test_acc, time, "
                                              "params, speed, train_loss, test_loss, or an option like optimizer.lr")]
+FigFormatOpt = Annotated[str | None, typer.Option("--format", help="figure format: png, svg or pdf (default: the "
+                                                  "file name's suffix, else png)", show_default=False)]
+DpiOpt = Annotated[int, typer.Option("--dpi", help="resolution of PNG figures (dots per inch)", min=1)]
 
 
 @app.command()
@@ -432,8 +418,10 @@ def compare(
     csv_out: Annotated[bool, typer.Option("--csv", help="print CSV (raw numbers) instead of a table")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON (raw numbers) instead of a table")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="also write the overlaid accuracy/loss curves "
-                                              "to this PNG")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="also write the overlaid accuracy/loss/lr curves "
+                                              "to this image (.png, .svg, .pdf)")] = None,
+    fmt: FigFormatOpt = None,
+    dpi: DpiOpt = 110,
 ) -> None:
     """One row per run: spec, recipe, the options that differ between the runs, accuracy, loss, time.
 
@@ -446,7 +434,7 @@ def compare(
         raise ArchspecError("choose one of --csv, --json, --markdown")
     table = cmp.compare(find_runs(runs), sort=sort)
     if plot is not None:
-        cmp.plot(table, plot)
+        cmp.plot(table, plot, fmt=fmt, dpi=dpi)
     if csv_out:
         print(cmp.to_csv(table), end="")
     elif json_out:
@@ -480,7 +468,9 @@ def sweep(
     out: Annotated[Path | None, typer.Option("--out", help="folder of the cells' run directories "
                                              "(default: runs/sweep-<specs>-<grid keys>)")] = None,
     band: Annotated[bool, typer.Option("--band", help="draw the min-max band of the training loss across "
-                                       "the grid, per spec, to OUT/band.png")] = False,
+                                       "the grid, per spec, to OUT/band.png (or .svg, .pdf: --format)")] = False,
+    fmt: FigFormatOpt = None,
+    dpi: DpiOpt = 110,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and list the cells; train nothing")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
     allow_import: AllowImportOpt = False,
@@ -495,6 +485,10 @@ def sweep(
     from archspec.experiments import sweep as sw
     from archspec.experiments.runs import is_run_dir, load_run
 
+    if band:
+        from archspec.figures import figure_format
+
+        figure_format("band", fmt)  # a bad --format fails now, not after the whole sweep has trained
     out_dir, cells = sw.plan(specs, recipe, grid=sw.parse_grid(grid), sets=list(set_ or []), data=data,
                              epochs=epochs, out=out, allow_import=allow_import)
     if dry_run:
@@ -509,7 +503,7 @@ def sweep(
         groups: dict[str, list] = {}
         for run in runs:
             groups.setdefault(run.spec_name, []).append(run)
-        path = sw.band(groups, out_dir / "band.png")
+        path = sw.band(groups, out_dir / f"band.{fmt or 'png'}", fmt=fmt, dpi=dpi)
         console.print(f"wrote {escape(str(path))}", highlight=False)
     if result.interrupted:
         err_console.print("sweep interrupted: run the same command again to continue where it stopped",
@@ -524,6 +518,8 @@ def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="the HTML file to write")] = Path("report.html"),
     title: Annotated[str, typer.Option(help="page title")] = "archspec report",
     sort: SortOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="figures embedded as png or svg")] = "png",
+    dpi: DpiOpt = 110,
 ) -> None:
     """Write one self-contained HTML page: comparison table, layer tables, every run's curves.
 
@@ -534,7 +530,7 @@ def report(
     from archspec.experiments.report import write_report
     from archspec.experiments.runs import find_runs
 
-    path = write_report(find_runs(runs), output, title=title, sort=sort)
+    path = write_report(find_runs(runs), output, title=title, sort=sort, fmt=fmt, dpi=dpi)
     console.print(f"wrote {escape(str(path))}", highlight=False)
 
 

@@ -1,7 +1,8 @@
 """Spec -> plain PyTorch source that builds the same module (same names, same parameters).
 
 For users who want to leave archspec: the output needs only torch. Helper classes PyTorch lacks
-(Residual, ResBlock, Parallel, Scale) are copied verbatim from `archspec/layers/modules.py`.
+(those in `archspec/layers/modules.py`'s ``__all__``: Residual, ResBlock, ...) are copied verbatim
+from that file.
 """
 
 from __future__ import annotations
@@ -10,67 +11,63 @@ import inspect
 import re
 import textwrap
 
-from archspec.spec.loader import Node, Spec
-
-_HELPERS = ("Residual", "ResBlock", "Parallel", "Scale", "dirac_init", "LayerNorm2d", "LayerScale", "Chunk",
-            "Patchify", "ClassToken", "PositionEmbedding", "TokenPool", "SelfAttention", "EncoderBlock")
+from archspec.spec.tree import Node, Spec, Visit, fold, walk
 
 
-def _list_code(nodes: list[Node], indent: int) -> str:
-    pad = " " * indent
-    items = []
-    for node in nodes:
-        name = node.module_name
-        items.append(f'{pad}    ("{name}", {_node_code(node, indent + 4)}),')
+def _list_code(nodes: list[Node], codes: list[str], depth: int) -> str:
+    """`nn.Sequential(OrderedDict([...]))` of one layer list at nesting `depth` (0 = the model)."""
+    pad = " " * (4 + 4 * depth)
+    items = [f'{pad}    ("{node.module_name}", {code}),' for node, code in zip(nodes, codes, strict=True)]
     body = "\n".join(items)
     return f"nn.Sequential(OrderedDict([\n{body}\n{pad}]))"
 
 
-def _node_code(node: Node, indent: int) -> str:
-    impl = node.impl
+def _node_code(visit: Visit, child_codes: list[list[str]]) -> str:
+    node, impl = visit.node, visit.node.impl
     if impl.composite:
-        children = [_list_code(group, indent) for group in node.children]
+        children = [_list_code(group, codes, visit.depth + 1)
+                    for group, codes in zip(node.children, child_codes, strict=True)]
         return impl.code_composite(node.options, node.in_shape, children, node.out_shape)
     return impl.code(node.options, node.in_shape)
 
 
-def _frozen(nodes: list[Node], prefix: str) -> list[tuple[str, bool | str]]:
+def _frozen(nodes: list[Node]) -> list[tuple[str, bool | str]]:
     """(module path, trainable) for every layer whose `trainable` option is not true."""
-    out = []
-    for node in nodes:
-        path = f"{prefix}{node.module_name}"
-        if node.options.get("trainable", True) is not True:
-            out.append((path, node.options["trainable"]))
-        if node.children:
-            names = node.impl.child_paths(len(node.children))
-            for name, group in zip(names, node.children, strict=True):
-                out += _frozen(group, f"{path}.{name}." if name else f"{path}.")
-    return out
+    return [(v.path, v.node.options["trainable"]) for v in walk(nodes)
+            if v.node.options.get("trainable", True) is not True]
+
+
+def _freeze_code(nodes: list[Node]) -> str:
+    """Statements that apply each layer's `trainable: false` / `trainable: bias` to `model`."""
+    return "".join(
+        f"    for p in model.get_submodule({path!r}).parameters():\n        p.requires_grad_(False)\n"
+        if trainable is False else
+        f"    for name, p in model.get_submodule({path!r}).named_parameters():  # trainable: bias\n"
+        f"        if name.rsplit('.', 1)[-1] != 'bias':\n            p.requires_grad_(False)\n"
+        for path, trainable in _frozen(nodes)
+    )
+
+
+def _helper_sources(body: str, modules) -> list[str]:
+    """Sources of the helpers `body` calls, and of the helpers those call (EncoderBlock builds a
+    SelfAttention), in `modules.__all__` order."""
+    sources = {h: inspect.getsource(getattr(modules, h)) for h in modules.__all__}
+    text, used = body, set()
+    while True:
+        more = {h for h in sources if h not in used and re.search(rf"\b{h}\(", text)}
+        if not more:
+            return [sources[h] for h in modules.__all__ if h in used]
+        used |= more
+        text += "".join(sources[h] for h in more)
 
 
 def to_pytorch(spec: Spec) -> str:
     """Return a self-contained Python module defining `build_model()` for this spec."""
     from archspec.layers import modules
 
-    body = _list_code(spec.layers, 4)
-    sources = {h: inspect.getsource(getattr(modules, h)) for h in _HELPERS}
-    text, used = body, []
-    while True:  # a helper may use another (EncoderBlock builds a SelfAttention)
-        more = [h for h in _HELPERS if h not in used and re.search(rf"\b{h}\(", text)]
-        if not more:
-            break
-        used += more
-        text += "".join(sources[h] for h in more)
-    used = [h for h in _HELPERS if h in used]
-    helpers = "\n\n".join(sources[h] for h in used)
-    frozen = _frozen(spec.layers, "")
-    freeze = "".join(
-        f"    for p in model.get_submodule({path!r}).parameters():\n        p.requires_grad_(False)\n"
-        if trainable is False else
-        f"    for name, p in model.get_submodule({path!r}).named_parameters():  # trainable: bias\n"
-        f"        if name.rsplit('.', 1)[-1] != 'bias':\n            p.requires_grad_(False)\n"
-        for path, trainable in frozen
-    )
+    body = _list_code(spec.layers, fold(spec.layers, _node_code), 0)
+    helpers = "\n\n".join(_helper_sources(body, modules))
+    freeze = _freeze_code(spec.layers)
     doc = f"{spec.name}: input {list(spec.input_shape)} -> output {list(spec.output_shape)}"
     parts = [
         f'"""Generated by `archspec show --code` from {spec.path or spec.name}.\n\n{doc}\n"""',

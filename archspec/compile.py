@@ -10,32 +10,23 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from archspec.errors import ArchspecError
-from archspec.spec.loader import Node, Spec
+from archspec.spec.tree import Node, Spec, Visit, fold
 
 
-def _build_list(nodes: list[Node], prefix: str):
+def _sequential(nodes: list[Node], modules: list):
+    """One layer list as an ``nn.Sequential`` whose children carry the layers' module names."""
     from torch import nn
 
-    modules = OrderedDict()
-    for node in nodes:
-        name = node.module_name
-        path = f"{prefix}{name}"
-        node.module_path = path
-        modules[name] = _build_node(node, path)
-    return nn.Sequential(modules)
+    return nn.Sequential(OrderedDict((node.module_name, m) for node, m in zip(nodes, modules, strict=True)))
 
 
-def _child_prefixes(node: Node, path: str) -> list[str]:
-    names = node.impl.child_paths(len(node.children))
-    return [f"{path}.{n}." if n else f"{path}." for n in names]
-
-
-def _build_node(node: Node, path: str):
-    impl = node.impl
+def _build_node(visit: Visit, built: list[list]):
+    """`visit`'s module, from its children's modules (`built`, one list per group) if it has any."""
+    node, impl = visit.node, visit.node.impl
+    node.module_path = visit.path
     try:
         if impl.composite:
-            children = [_build_list(group, prefix)
-                        for group, prefix in zip(node.children, _child_prefixes(node, path), strict=True)]
+            children = [_sequential(group, mods) for group, mods in zip(node.children, built, strict=True)]
             module = impl.build_composite(node.options, node.in_shape, children, node.out_shape)
         else:
             module = impl.build(node.options, node.in_shape)
@@ -64,6 +55,6 @@ def build_model(spec: Spec, device=None):
     import torch
 
     if device is None:
-        return _build_list(spec.layers, "")
+        return _sequential(spec.layers, fold(spec.layers, _build_node))
     with torch.device(device):
-        return _build_list(spec.layers, "")
+        return _sequential(spec.layers, fold(spec.layers, _build_node))

@@ -1,4 +1,5 @@
-"""Parameter and MAC counts per layer, computed on the meta device (no weights allocated).
+"""Parameter and MAC counts per layer, computed on the meta device (no weights allocated), and
+the table `archspec count` prints from them.
 
 Counts come from the real modules (`numel` of each parameter of a meta-device build), so they are
 exactly what `sum(p.numel() for p in model.parameters())` gives. MACs per sample are analytic,
@@ -9,9 +10,13 @@ meta device; a layer it cannot count is None ("unknown"), and so is every total 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from archspec.layers import fmt_shape
-from archspec.spec.loader import Node, Spec
+from archspec.spec.tree import Spec, Visit, fold, walk
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass
@@ -43,18 +48,43 @@ class Summary:
         return d
 
 
-def node_macs(node: Node) -> int | None:
-    impl = node.impl
+def _total(parts: list[int | None]) -> int | None:
+    return None if None in parts else sum(parts)
+
+
+def _macs(visit: Visit, children: list[list[int | None]]) -> int | None:
+    node, impl = visit.node, visit.node.impl
     if impl.composite:
-        parts = [node_macs(c) for group in node.children for c in group]
-        parts.append(impl.extra_macs(node.options, node.in_shape, node.out_shape))
-        return None if None in parts else sum(parts)
+        inner = [m for group in children for m in group]
+        return _total([*inner, impl.extra_macs(node.options, node.in_shape, node.out_shape)])
     return impl.macs(node.options, node.in_shape, node.out_shape)
 
 
-def total_macs(nodes: list[Node]) -> int | None:
-    parts = [node_macs(n) for n in nodes]
-    return None if None in parts else sum(parts)
+def _all_macs(spec: Spec) -> dict[int, int | None]:
+    """id(node) -> its MACs, every node counted once (counted MACs run torch's FlopCounterMode)."""
+    found: dict[int, int | None] = {}
+
+    def keep(visit: Visit, children: list[list[int | None]]) -> int | None:
+        found[id(visit.node)] = _macs(visit, children)
+        return found[id(visit.node)]
+
+    fold(spec.layers, keep)
+    return found
+
+
+def _row(visit: Visit, modules: dict, macs: dict[int, int | None]) -> Row:
+    node = visit.node
+    params = list(modules[visit.path].parameters())
+    return Row(
+        index=visit.index,
+        depth=visit.depth,
+        name=visit.path,
+        kind=node.impl.label(node.options, node.in_shape, node.label),
+        output_shape=list(node.out_shape),
+        params=sum(p.numel() for p in params),
+        trainable=sum(p.numel() for p in params if p.requires_grad),
+        macs=macs[id(node)],
+    )
 
 
 def summarize(spec: Spec, model=None) -> Summary:
@@ -64,61 +94,20 @@ def summarize(spec: Spec, model=None) -> Summary:
     if model is None:
         model = build_model(spec, device="meta")
     modules = dict(model.named_modules())
-    rows: list[Row] = []
-
-    def visit(nodes: list[Node], prefix: str, depth: int) -> None:
-        for i, node in enumerate(nodes):
-            index = f"{prefix}{i}"
-            module = modules[node.module_path]
-            params = list(module.parameters())
-            rows.append(Row(
-                index=index,
-                depth=depth,
-                name=node.module_path,
-                kind=node.label if node.kind == "sequence" else _kind_label(node),
-                output_shape=list(node.out_shape),
-                params=sum(p.numel() for p in params),
-                trainable=sum(p.numel() for p in params if p.requires_grad),
-                macs=node_macs(node),
-            ))
-            for g, group in enumerate(node.children):
-                sub = f"{index}.{g}." if len(node.children) > 1 else f"{index}."
-                visit(group, sub, depth + 1)
-
-    visit(spec.layers, "", 0)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     nbytes = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * 4 for b in model.buffers())
+    macs = _all_macs(spec)
     return Summary(
         name=spec.name,
         input_shape=list(spec.input_shape),
         output_shape=list(spec.output_shape),
         total_params=total,
         trainable_params=trainable,
-        macs=total_macs(spec.layers),
+        macs=_total([macs[id(n)] for n in spec.layers]),
         fp32_bytes=nbytes,
-        layers=rows,
+        layers=[_row(visit, modules, macs) for visit in walk(spec.layers)],
     )
-
-
-def _kind_label(node: Node) -> str:
-    impl = node.impl
-    o = node.options
-    if node.kind == "conv":
-        extra = f" s{o['stride']}" if o["stride"] != 1 else ""
-        return f"conv {o['kernel']}x{o['kernel']}{extra}"
-    if node.kind in ("pool", "maxpool", "avgpool"):
-        t = o.get("type") or ("avg" if node.kind == "avgpool" else "max")
-        return f"{t}pool {o['size']}x{o['size']}"
-    if node.kind == "bn":
-        return "bn2d" if len(node.in_shape) == 3 else "bn1d"
-    if node.kind == "dropout":
-        return f"dropout {o['p']}"
-    if node.kind == "resblock":
-        return f"resblock x{o['convs']}" + (f" s{o['stride']}" if o["stride"] != 1 else "")
-    if node.kind == "parallel":
-        return f"parallel {o['merge']} x{len(node.children)}"
-    return impl.label(o, node.in_shape, node.label)
 
 
 def human(n: int | None) -> str:
@@ -131,4 +120,34 @@ def human(n: int | None) -> str:
     return str(n)
 
 
-__all__ = ["Row", "Summary", "summarize", "human", "fmt_shape"]
+def print_summary(console: Console, spec: Spec, summary: Summary, depth: int | None = None) -> None:
+    """Print `summary` as a table on a rich `console` (layers nested `depth` or deeper are left out)."""
+    from rich.table import Table
+
+    title = f"{spec.name}  {fmt_shape(spec.input_shape)} -> {fmt_shape(spec.output_shape)}"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("layer")
+    table.add_column("kind")
+    table.add_column("output", justify="right")
+    table.add_column("params", justify="right")
+    table.add_column("MACs", justify="right")
+    for row in summary.layers:
+        if depth is not None and row.depth >= depth:
+            continue
+        indent = "  " * row.depth
+        params = f"{row.params:,}" if row.params == row.trainable else f"{row.params:,} ({row.trainable:,} tr.)"
+        table.add_row(row.index, indent + row.name.split(".")[-1], row.kind, fmt_shape(tuple(row.output_shape)),
+                      params, "" if row.macs == 0 else human(row.macs))
+    console.print(table)
+    frozen = summary.total_params - summary.trainable_params
+    console.print(
+        f"[bold]total params[/] {summary.total_params:,}   trainable {summary.trainable_params:,}"
+        + (f"   frozen {frozen:,}" if frozen else "")
+        + f"   fp32 size {summary.fp32_bytes / 2**20:.2f} MB   MACs/sample {human(summary.macs)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+__all__ = ["Row", "Summary", "summarize", "print_summary", "human", "fmt_shape"]

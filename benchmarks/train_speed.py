@@ -49,13 +49,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import archspec  # noqa: E402
+from archspec.catalog import dataset_info  # noqa: E402
 from archspec.codegen import to_pytorch  # noqa: E402
-from archspec.data.info import dataset_info  # noqa: E402
 from archspec.recipes import load_recipe  # noqa: E402
 from archspec.recipes.build import _FUSED_ON_CUDA, OPTIMIZERS  # noqa: E402
 from archspec.train import loop  # noqa: E402
-from archspec.train.compiling import resolve_compile  # noqa: E402
 from archspec.train.device import resolve_device, resolve_precision  # noqa: E402
+from archspec.train.torch_compile import resolve_compile  # noqa: E402
 
 SHAPE = (3, 32, 32)
 PAD = 4

@@ -201,29 +201,17 @@ def adaptive_block() -> AdaptiveBlockModel:
 # --- HW2 (seed 003): the PyTorch CIFAR-10 tutorial and its fully connected variants --------------
 
 
-class TutorialNet(nn.Module):
-    """The PyTorch 60-minute-blitz CIFAR-10 net: conv 6@5x5, pool, conv 16@5x5, pool, 120-84-10."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x)))
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
-
-
-def tutorial() -> TutorialNet:
-    return TutorialNet()
+def tutorial() -> nn.Sequential:
+    """The PyTorch 60-minute-blitz CIFAR-10 net as the report used it: two 5x5 convs (6 and 16
+    filters, no padding) each followed by ReLU and a 2x2 max pool, then fully connected 400-120-84-10."""
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, 10),
+    )
 
 
 class LinearNet(nn.Module):
@@ -307,21 +295,21 @@ def mynet500() -> MyNet:
     return MyNet(500)
 
 
-VGG_A_CFG = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+# VGG stages as (convolutions, width); every stage ends in a 2x2 max pool.
+VGG_A_STAGES = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
 
 
-def _vgg_features(cfg, batch_norm: bool) -> list[nn.Module]:
+def _vgg_features(stages, batch_norm: bool) -> list[nn.Module]:
+    """3x3 convs (padding 1, each followed by BatchNorm when asked, then ReLU), stage by stage."""
     layers: list[nn.Module] = []
     cin = 3
-    for v in cfg:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-            continue
-        layers.append(nn.Conv2d(cin, v, 3, padding=1))
-        if batch_norm:
-            layers.append(nn.BatchNorm2d(v))
-        layers.append(nn.ReLU(True))
-        cin = v
+    for convs, width in stages:
+        for _ in range(convs):
+            layers.append(nn.Conv2d(cin, width, 3, padding=1))
+            layers.extend([nn.BatchNorm2d(width)] if batch_norm else [])
+            layers.append(nn.ReLU(True))
+            cin = width
+        layers.append(nn.MaxPool2d(2, 2))
     return layers
 
 
@@ -329,7 +317,7 @@ def vgg_a(batch_norm: bool = False) -> nn.Sequential:
     """VGG-A (VGG-11 convs) for 32x32 as in the loss-landscape project's VGG_A / VGG_A_BatchNorm:
     five pooled stages leave 512x1x1, classifier 512-512-512-10 with ReLU, no dropout."""
     return nn.Sequential(
-        *_vgg_features(VGG_A_CFG, batch_norm),
+        *_vgg_features(VGG_A_STAGES, batch_norm),
         nn.Flatten(),
         nn.Linear(512, 512), nn.ReLU(True),
         nn.Linear(512, 512), nn.ReLU(True),
@@ -341,68 +329,59 @@ def vgg_a_bn() -> nn.Sequential:
     return vgg_a(batch_norm=True)
 
 
-# --- Well-known CIFAR nets (kuangliu/pytorch-cifar) --------------------------------------------
+# --- Well-known CIFAR nets (the usual 32x32 versions) -------------------------------------------
 
-VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+VGG16_STAGES = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 
 
 def vgg16() -> nn.Sequential:
     """VGG-16 for CIFAR: conv-BN-ReLU stages, AvgPool2d(1, 1) (a no-op kept from the original),
     one linear 512 -> 10."""
     return nn.Sequential(
-        *_vgg_features(VGG16_CFG, batch_norm=True),
+        *_vgg_features(VGG16_STAGES, batch_norm=True),
         nn.AvgPool2d(kernel_size=1, stride=1),
         nn.Flatten(),
         nn.Linear(512, 10),
     )
 
 
-class BasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN plus shortcut (1x1 conv + BN when the shape changes), ReLU after."""
+class _Residual(nn.Module):
+    """relu(body(x) + shortcut(x))."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    def __init__(self, body: nn.Module, shortcut: nn.Module):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
-            )
+        self.body = body
+        self.shortcut = shortcut
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(self.body(x) + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
-    """ResNet-18 for CIFAR: 3x3 stem (no max pool), stages 64/128/256/512 of two BasicBlocks,
-    4x4 average pool, linear 512 -> 10."""
-
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        blocks = []
-        cin = 64
-        for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
-            blocks += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
-            cin = cout
-        self.layers = nn.Sequential(*blocks)
-        self.linear = nn.Linear(512, classes)
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layers(out)
-        out = F.avg_pool2d(out, 4)
-        return self.linear(out.flatten(1))
+def _two_conv_block(cin: int, cout: int, stride: int) -> _Residual:
+    """ResNet's basic block: 3x3 conv (stride) - BN - ReLU - 3x3 conv - BN, added to the input, or to a
+    strided 1x1 conv + BN of it when the block changes the shape; ReLU after the sum."""
+    body = nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+    )
+    same_shape = stride == 1 and cin == cout
+    shortcut = nn.Identity() if same_shape else nn.Sequential(
+        nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+    return _Residual(body, shortcut)
 
 
-def resnet18() -> ResNet18:
-    return ResNet18()
+def resnet18(classes: int = 10) -> nn.Sequential:
+    """ResNet-18 for 32x32 inputs: a 3x3 stem without max pool, four stages of two basic blocks
+    (64, 128, 256, 512 channels; stages 2-4 halve the size), a 4x4 average pool, linear 512 -> 10."""
+    blocks, cin = [], 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        blocks += [_two_conv_block(cin, cout, stride), _two_conv_block(cout, cout, 1)]
+        cin = cout
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        *blocks,
+        nn.AvgPool2d(4), nn.Flatten(), nn.Linear(512, classes),
+    )
 
 
 # --- A small MNIST net for the quick-start ------------------------------------------------------

@@ -549,12 +549,12 @@ def test_steps_after_normalize_see_normalised_values():
 
 
 def test_call_normalises_like_the_loader_and_leaves_the_input_alone():
-    from archspec.data.loader import to_normalized_float
+    from archspec.data.normalize import normalize
 
     mean, std = torch.tensor([0.4, 0.5, 0.6]).view(3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1)
     x = random_uint8((4, 3, 6, 6), seed=40)
     identity = BatchAugment.from_spec("none", (3, 6, 6))
-    torch.testing.assert_close(identity(x, mean.flatten(), std.flatten()), to_normalized_float(x, mean, std))
+    torch.testing.assert_close(identity(x, mean.flatten(), std.flatten()), normalize(x, mean, std))
     floats = x.float() / 255
     before = floats.clone()
     identity(floats, mean.flatten(), std.flatten())
@@ -585,3 +585,26 @@ def test_alternating_flip_pipeline_needs_indices():
     indices = torch.arange(16)
     assert torch.equal(no_crop.pre_normalize(x, gen(0), indices=indices, epoch=3), alternating_flip(x, indices, 3))
     assert not BatchAugment.from_spec("flip_crop", (1, 8, 8)).needs_indices
+
+
+def test_every_mapped_v2_class_builds_its_step_with_default_arguments():
+    """The class -> builder table: each entry gives a step named after its class for v2's defaults
+    (at the input size), and a subclass is not taken for its base (it may draw differently)."""
+    from torchvision.transforms import v2
+
+    from archspec.data.batch_augment import _step_for, step_builders
+
+    required = {v2.RandomCrop: dict(size=(8, 8), padding=2), v2.RandomRotation: dict(degrees=10),
+                v2.RandomAffine: dict(degrees=10), v2.RandomResizedCrop: dict(size=(8, 8))}
+    for cls in step_builders():
+        t = cls(**required.get(cls, {}))
+        step = _step_for(t, 8, 8, seed=1)
+        assert step is not None and step.label.startswith(cls.__name__), cls
+        x = random_uint8((2, 3, 8, 8), seed=41)
+        out = step.apply(x, gen(42), torch.arange(2), 0)
+        assert out.shape == x.shape and out.dtype == x.dtype
+
+    class MyFlip(v2.RandomHorizontalFlip):
+        pass
+
+    assert _step_for(MyFlip(), 8, 8, seed=0) is None

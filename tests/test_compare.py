@@ -186,6 +186,35 @@ def test_sorting(three_runs):
         compare(runs, sort="tset_acc")
 
 
+def test_sorting_and_run_order_are_numeric_not_textual(tmp_path):
+    """Numbers inside names and string values order by value: epochs=5 before epochs=10, lr "3e-4"
+    (a string, as YAML 1.1 reads it) before 0.001; run folders in that natural order too."""
+    from archspec.experiments.runs import natural_key
+
+    for name, lr in (("tiny_lr=0.01", 0.01), ("tiny_lr=3e-4", "3e-4"), ("tiny_lr=0.001", 0.001),
+                     ("tiny_lr=0.1", 0.1)):
+        write_run(tmp_path, name, recipe=recipe_dict(optimizer__lr=lr), spec=SPEC, summary=summary(0.5, 1.0))
+    for epochs in (10, 5, 20):
+        write_run(tmp_path / "ep", f"run-{epochs}", recipe=recipe_dict(epochs=epochs), spec=SPEC,
+                  summary=summary(0.5, 1.0))
+    runs = find_runs([tmp_path / "ep"])
+    assert [r.name for r in runs] == ["run-5", "run-10", "run-20"]  # text order would put run-10 first
+    lr_runs = find_runs(sorted(p for p in tmp_path.iterdir() if p.name.startswith("tiny")))
+    table = compare(lr_runs, sort="optimizer.lr")
+    assert [row["optimizer.lr"] for row in table.rows] == ["3e-4", 0.001, 0.01, 0.1]
+    assert sorted(["b10", "b9", "a"], key=natural_key) == ["a", "b9", "b10"]
+    assert natural_key("x-20250102-090000") > natural_key("x-20250101-120000")  # dashes are not minus signs
+
+
+def test_legend_order_follows_the_option_values_whatever_the_sort(three_runs):
+    table = compare(find_runs([three_runs]), sort="test_acc")
+    assert [row["run"] for row in table.rows] == ["b", "c", "a"]
+    order = [table.rows[i]["optimizer.lr"] for i in table.legend_order()]
+    assert order == [0.001, 0.01, 0.1]  # numeric, ascending
+    assert [c.label for c in table.curves()] == ["lr=0.001 momentum=0.5", "lr=0.01 momentum=0.9",
+                                                 "lr=0.1 momentum=0.9"]
+
+
 def test_missing_values_sort_last(three_runs):
     write_run(three_runs, "d", recipe=recipe_dict(), spec=SPEC, metrics=[])
     rows = compare(find_runs([three_runs]), sort="test_acc").rows
@@ -315,3 +344,26 @@ def test_cli_compare_real_runs(trained, cli, tmp_path):
 def test_cli_plot_into_missing_folder_is_an_error(trained, cli, tmp_path):
     result = cli("compare", trained, "--plot", tmp_path / "no" / "such" / "x.png")
     assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_cli_plot_formats_and_dpi(trained, cli, tmp_path):
+    """--plot writes what its suffix or --format says; --dpi sets a PNG's pixel size; a mismatch or an
+    unknown format is a one-line error."""
+    import matplotlib.image
+
+    for dpi in (50, 100):
+        assert cli("compare", trained, "--plot", tmp_path / f"p{dpi}.png", "--dpi", dpi).exit_code == 0
+    small, big = (matplotlib.image.imread(tmp_path / f"p{dpi}.png").shape for dpi in (50, 100))
+    assert big[0] == pytest.approx(2 * small[0], abs=2) and big[1] == pytest.approx(2 * small[1], abs=2)
+    assert cli("compare", trained, "--plot", tmp_path / "p.svg").exit_code == 0
+    assert b"<svg" in (tmp_path / "p.svg").read_bytes()[:400]
+    assert cli("compare", trained, "--plot", tmp_path / "p", "--format", "pdf").exit_code == 0
+    assert (tmp_path / "p").read_bytes()[:5] == b"%PDF-"
+    again = tmp_path / "again"
+    again.mkdir()
+    assert cli("compare", trained, "--plot", again / "p.svg").exit_code == 0
+    assert (again / "p.svg").read_bytes() == (tmp_path / "p.svg").read_bytes()  # no date inside: reproducible
+    mismatch = cli("compare", trained, "--plot", tmp_path / "x.png", "--format", "svg")
+    assert mismatch.exit_code == 2 and "the file name says png but --format says svg" in mismatch.stderr
+    unknown = cli("compare", trained, "--plot", tmp_path / "x.gif")
+    assert unknown.exit_code == 2 and "cannot tell the image format" in unknown.stderr

@@ -19,8 +19,8 @@ from rich.console import Console
 import archspec
 from archspec.errors import ArchspecError
 from archspec.recipes import load_recipe
-from archspec.train.compiling import CompileClock, resolve_compile
 from archspec.train.loop import train
+from archspec.train.torch_compile import CompileClock, resolve_compile
 
 SPEC = """
 name: tinybn
@@ -129,7 +129,7 @@ def test_compiled_run_matches_eager_and_reports_compile_time_apart(tmp_path):
 def test_a_compile_failure_is_a_one_line_error_with_the_eager_hint(tmp_path, monkeypatch):
     from torch._dynamo.exc import BackendCompilerFailed  # noqa: F401 - the class torch raises
 
-    import archspec.train.loop as loop_mod
+    import archspec.train.setup as setup_mod
 
     class Failing(torch.nn.Module):
         def __init__(self, inner):
@@ -141,7 +141,7 @@ def test_a_compile_failure_is_a_one_line_error_with_the_eager_hint(tmp_path, mon
 
             raise InternalTorchDynamoError("cannot trace this\nlong dynamo trace ...")
 
-    monkeypatch.setattr(loop_mod, "compile_model", lambda model, mode: Failing(model))
+    monkeypatch.setattr(setup_mod, "compile_model", lambda model, mode: Failing(model))
     spec = archspec.load_spec(_file(tmp_path, "s.yaml", SPEC))
     recipe = load_recipe(str(_file(tmp_path, "r.yaml", RECIPE)), overrides=["compile=true"])
     with pytest.raises(ArchspecError) as err:

@@ -21,7 +21,7 @@ import archspec
 from archspec.errors import ArchspecError
 from archspec.recipes import load_recipe
 from archspec.train import distributed
-from archspec.train.evaluate import evaluate
+from archspec.train.evaluation import evaluate
 from archspec.train.loop import train
 from archspec.train.rundir import read_metrics_csv
 

@@ -189,7 +189,7 @@ def test_tta_flip_and_flip_translate():
 
 
 def test_whiten_first_conv_whitens_patches():
-    from archspec.init_whiten import whiten_first_conv
+    from archspec.train.whiten import whiten_first_conv
 
     torch.manual_seed(0)
     base = torch.randn(64, 1, 12, 12)
@@ -206,7 +206,7 @@ def test_whiten_first_conv_whitens_patches():
 
 
 def test_whiten_first_conv_errors_and_uint8():
-    from archspec.init_whiten import whiten_first_conv
+    from archspec.train.whiten import whiten_first_conv
 
     images = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8)
     with pytest.raises(ArchspecError, match="24 output channels"):
@@ -248,9 +248,9 @@ def _train_fast(spec, *, epochs: int, limit_train: int, limit_test: int, **kwarg
 
 def test_fast_recipe_one_epoch_on_airbench_with_ema_tta_whiten(tmp_path):
     from archspec.data.loader import make_loaders
-    from archspec.init_whiten import training_images, whiten_first_conv
     from archspec.train.checkpoint import load_checkpoint
-    from archspec.train.evaluate import evaluate
+    from archspec.train.evaluation import evaluate
+    from archspec.train.whiten import whiten_first_conv
 
     spec = archspec.load_spec(ROOT / "specs" / "airbench.yaml", dataset="synthetic")
     run = _train_fast(spec, epochs=1, limit_train=16, limit_test=8, run_dir=tmp_path / "run")
@@ -262,7 +262,7 @@ def test_fast_recipe_one_epoch_on_airbench_with_ema_tta_whiten(tmp_path):
     bundle = make_loaders("synthetic", input_shape=spec.input_shape, num_classes=10, batch_size=8,
                           limit_train=16, limit_test=8, seed=0)
     reference = archspec.build_model(spec)
-    images, mean, std = training_images(bundle.train, 5000)
+    images, mean, std = bundle.train.raw_images(5000)  # what set-up gives the whitening
     whiten_first_conv(reference, images, 5e-4, mean=mean, std=std)
     torch.testing.assert_close(ckpt["model"]["whiten.weight"], reference.whiten.weight)
     torch.testing.assert_close(ckpt["ema"]["model"]["whiten.weight"], reference.whiten.weight)

@@ -1,10 +1,12 @@
-"""archspec report: one self-contained HTML page (no external URL), escaped, with the comparison,
-the layer tables and every run's curves; rendered in headless Chromium when one is installed."""
+"""archspec report: one self-contained HTML page (no external URL), escaped, with a header naming
+what made the runs, the comparison, the layer tables and every run's curves on shared y ranges;
+rendered in headless Chromium when one is installed."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -62,7 +64,7 @@ def test_report_is_self_contained_and_complete(runs_root, tmp_path):
         for name in ("src", "href"):
             value = attrs.get(name)
             if value is not None:
-                assert value.startswith(("data:image/png;base64,", "#")), (tag, value[:40])
+                assert value.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,", "#")), value[:40]
         assert tag not in ("script", "link", "iframe", "object")
     anchors = {attrs["id"] for _, attrs in doc.tags if attrs.get("id")}
     for _, attrs in doc.tags:
@@ -81,14 +83,56 @@ def test_report_is_self_contained_and_complete(runs_root, tmp_path):
     assert "380" in text
 
     images = [attrs["src"] for tag, attrs in doc.tags if tag == "img"]
-    # the overlay, one curves picture per real run (their curves.png, byte for byte), one drawn for "killed"
+    # the overlay, and one figure per run (the killed one too: it has metrics)
     assert len(images) == 1 + 3
-    for lr in ("0.01", "0.001"):
-        png = (runs_root / f"lr{lr}" / "curves.png").read_bytes()
-        assert "data:image/png;base64," + base64.b64encode(png).decode() in images
     for src in images:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_report_header_names_archspec_torch_device_and_seeds(tmp_path):
+    """What made the runs: archspec's version, and each run's torch, device and seed (summary.json,
+    else recipe.yaml); values that differ are listed with their counts."""
+    root = tmp_path / "runs"
+    write_run(root, "a", recipe=recipe_dict(seed=3), spec=SPEC,
+              summary=summary(0.5, 1.0, torch="2.14.1+cu130", device="cuda:0", seed=3))
+    write_run(root, "b", recipe=recipe_dict(seed=11), spec=SPEC,
+              summary=summary(0.6, 1.0, torch="2.14.1+cu130", device="cpu", seed=11))
+    write_run(root, "c", recipe=recipe_dict(seed=2), spec=SPEC, summary=summary(0.7, 1.0, torch="2.14.1+cu130"))
+    doc = parse(build_html(find_runs([root])))
+    rows = {}
+    header = doc.text[doc.text.index("made by"):]
+    for key, value in zip(header[0:10:2], header[1:10:2], strict=True):
+        rows[key] = value
+    assert rows["made by"].startswith(f"archspec {archspec.__version__}, ")
+    assert rows["runs"] == "3" and rows["torch"] == "2.14.1+cu130"
+    assert rows["device"] == "cpu (1 run), cuda:0 (1 run), not recorded (1 run)"  # unknowns last
+    assert rows["seeds"] == "2, 3, 11"  # numeric order; run c's from its recipe.yaml
+
+
+def test_run_figures_share_their_y_ranges(runs_root):
+    """Every run's loss, accuracy and lr panels have the same limits, so the pictures compare."""
+    from archspec.experiments.compare import compare
+    from archspec.experiments.report import run_figures
+
+    figures = run_figures(compare(find_runs([runs_root])))
+    assert len(figures) == 3 and all(fig is not None for fig in figures)
+    for panel in range(2):
+        limits = {fig.axes[panel].get_ylim() for fig in figures}
+        assert len(limits) == 1, (panel, limits)
+    lr_limits = {fig.axes[2].get_ylim() for fig in figures if fig.axes[2].lines}
+    assert len(lr_limits) == 1
+    low, high = next(iter(limits))
+    assert 0 <= low < high <= 100
+
+
+def test_report_can_embed_svg_figures(runs_root, tmp_path):
+    page = write_report(find_runs([runs_root]), tmp_path / "r.html", fmt="svg").read_text()
+    srcs = [attrs["src"] for tag, attrs in parse(page).tags if tag == "img"]
+    assert len(srcs) == 4 and all(src.startswith("data:image/svg+xml;base64,") for src in srcs)
+    assert all(b"<svg" in base64.b64decode(src.split(",", 1)[1])[:400] for src in srcs)
+    with pytest.raises(ArchspecError, match="png or svg"):
+        build_html(find_runs([runs_root]), fmt="pdf")
 
 
 def test_user_strings_are_escaped(tmp_path):
@@ -126,9 +170,11 @@ def test_a_spec_that_does_not_load_is_noted_not_fatal(tmp_path):
 
 def test_cli_report_and_its_errors(runs_root, cli, tmp_path):
     out = tmp_path / "r.html"
-    result = cli("report", runs_root / "lr0.01", "-o", out)
+    result = cli("report", runs_root / "lr0.01", "-o", out, "--format", "svg", "--dpi", "80")
     assert result.exit_code == 0, result.stderr
-    assert out.read_text().startswith("<!DOCTYPE html>")
+    assert out.read_text().startswith("<!DOCTYPE html>") and "data:image/svg+xml" in out.read_text()
+    bad = cli("report", runs_root, "-o", out, "--format", "pdf")
+    assert bad.exit_code == 2 and "png or svg" in bad.stderr
     missing = cli("report", runs_root, "-o", tmp_path / "no" / "r.html")
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
     not_run = cli("report", tmp_path / "nothing-here", "-o", out)
@@ -150,7 +196,7 @@ def test_report_renders_in_headless_chromium(runs_root, tmp_path):
     import matplotlib.image
 
     page = write_report(find_runs([runs_root]), tmp_path / "report.html")
-    shot = tmp_path / "shot.png"
+    shot = Path(os.environ.get("ARCHSPEC_REPORT_SHOT", tmp_path / "shot.png"))  # set it to keep the picture
     cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",

@@ -144,6 +144,19 @@ def test_sweep_trains_compares_skips_finished_cells_and_draws_the_band(files, cl
     assert again.stdout.count("already completed, skipped") == 2
     assert {name: (out / name / "last.pt").stat().st_mtime_ns for name in names} == stamps
 
+    svg = cli(*args, "--format", "svg")  # cells are done: only the band is drawn again, as SVG
+    assert svg.exit_code == 0, svg.stderr
+    assert b"<svg" in (out / "band.svg").read_bytes()[:400] and "band.svg" in svg.stdout
+
+
+def test_a_bad_band_format_fails_before_anything_trains(files, cli, tmp_path):
+    spec, _, recipe = files
+    out = tmp_path / "sweep"
+    result = cli("sweep", spec, "--recipe", recipe, "--grid", "optimizer.lr=0.01", "--limit-train", "64",
+                 "--device", "cpu", "--out", out, "--band", "--format", "gif", "--quiet")
+    assert result.exit_code == 2 and 'unknown figure format "gif"' in result.stderr
+    assert not out.exists()
+
 
 def test_an_interrupted_cell_is_resumed_and_ends_like_an_uninterrupted_one(files, tmp_path):
     from archspec.train.loop import train
@@ -235,8 +248,8 @@ def test_every_study_command_in_the_docs_is_valid(command, cli, monkeypatch):
 
 
 def test_band_is_per_step_when_every_run_has_steps_csv(tmp_path):
-    from archspec.experiments.figures import band_figure
     from archspec.experiments.runs import Run
+    from archspec.figures import band_figure
     from archspec.train.rundir import write_steps
 
     runs = []
@@ -245,7 +258,7 @@ def test_band_is_per_step_when_every_run_has_steps_csv(tmp_path):
         path.mkdir()
         write_steps(path, [0.1] * 6, [scale * (6 - k) for k in range(6)], steps_per_epoch=3)
         runs.append(Run(path=path, metrics=[{"epoch": 1, "train_loss": 5.0 * scale}, {"epoch": 2, "train_loss": 2.0}]))
-    fig = band_figure({"net": runs})
+    fig = band_figure({"net": [run.curves() for run in runs]})
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["net (2 runs, per step)"]
     low, high = ax.lines[0], ax.lines[1]
@@ -254,6 +267,7 @@ def test_band_is_per_step_when_every_run_has_steps_csv(tmp_path):
     assert ax.get_title() == "training loss per step: min-max band across the sweep"
 
     (runs[1].path / "steps.csv").unlink()  # a run from before per-step losses: the group falls back
-    ax = band_figure({"net": runs}).axes[0]
+    runs[1] = Run(path=runs[1].path, metrics=runs[1].metrics)
+    ax = band_figure({"net": [run.curves() for run in runs]}).axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["net (2 runs, per epoch)"]
     assert list(ax.lines[0].get_ydata()) == [5.0, 2.0] and list(ax.lines[1].get_ydata()) == [10.0, 2.0]

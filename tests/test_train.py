@@ -22,7 +22,7 @@ from archspec.errors import ArchspecError
 from archspec.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 from archspec.recipes import load_recipe
 from archspec.train import checkpoint as ckpt_mod
-from archspec.train.evaluate import evaluate
+from archspec.train.evaluation import evaluate
 from archspec.train.loop import train
 from archspec.train.rundir import METRIC_FIELDS, new_run_dir, read_metrics_csv, read_steps_csv
 

@@ -37,6 +37,7 @@ batched equivalent so the caller can fall back to the DataLoader path.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from archspec.data.normalize import normalize
 
 Tensor = torch.Tensor
 Fill = float | Sequence[float] | None
@@ -265,40 +268,71 @@ def alternating_flips(index: int, epoch: int, *, seed: int = 0) -> bool:
     return bool(_alternating_mask(torch.tensor([int(index)]), epoch, seed)[0])
 
 
+def _rotation(radians: Tensor) -> Tensor:
+    """[B, 2, 2] rotation matrices [[cos, -sin], [sin, cos]] (y down, so positive turns clockwise on screen)."""
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    return torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+
+
+def _shear(tan: Tensor, axis: int) -> Tensor:
+    """[B, 2, 2] shears moving x by -tan * y (axis 0) or y by -tan * x (axis 1)."""
+    eye = torch.eye(2, dtype=tan.dtype, device=tan.device).repeat(tan.shape[0], 1, 1)
+    eye[:, axis, 1 - axis] = -tan
+    return eye
+
+
+def _sampling_theta(angle: Tensor, translate: Tensor | None, scale: Tensor | None, shear: Tensor | None,
+                    center: Sequence[float] | None, height: int, width: int) -> Tensor:
+    """The [B, 2, 3] matrices F.affine_grid needs to sample what v2.functional.affine draws.
+
+    The geometry. Measure pixel positions from the transform's centre c (the image centre, or
+    `center`) with y pointing down. v2's affine moves the content at p to
+
+        q = c + t + s * R(a) @ Sy(b) @ Sx(e) @ (p - c)
+
+    with R(a) the rotation above, Sx(e) = [[1, -tan e], [0, 1]] and Sy(b) = [[1, 0], [-tan b, 1]]
+    the x and y shears, s the scale and t the translation. Drawing the output means asking, for
+    every output pixel q, which input position p lands there. Each factor undoes trivially - a
+    rotation by -a, a shear with +tan, a scale 1/s - so the inverse is their product in reverse:
+
+        p = c + (1/s) * Sx(-e) @ Sy(-b) @ R(-a) @ (q - c - t)
+
+    (no general 2x2 inverse needed). Written as p = L @ q + k in centre-relative coordinates,
+    F.affine_grid's normalised coordinates (align_corners=False, pixel centres at 2 * x / W for x
+    measured from the image centre) rescale L's off-diagonal terms by the aspect ratio and k by 2/W
+    and 2/H. Entries are computed in float64 where the device has it, as v2 does in Python floats.
+    """
+    b, device = angle.shape[0], angle.device
+    wide = torch.float64 if device.type in ("cpu", "cuda") else torch.float32
+    zeros = torch.zeros(b, 2, dtype=wide, device=device)
+    shift = zeros if translate is None else translate.to(wide)
+    tan = zeros if shear is None else torch.tan(torch.deg2rad(shear.to(wide)))
+    inverse = _shear(-tan[:, 0], 0) @ _shear(-tan[:, 1], 1) @ _rotation(-torch.deg2rad(angle.to(wide)))
+    if scale is not None:
+        inverse = inverse / scale.to(wide).view(b, 1, 1)
+    # c relative to the image centre; k = c - inverse @ (c + t) in image-centred coordinates.
+    c = torch.tensor([0.0, 0.0] if center is None else [center[0] - width * 0.5, center[1] - height * 0.5],
+                     dtype=wide, device=device)
+    offset = c - (inverse @ (c + shift).unsqueeze(-1)).squeeze(-1)
+    size = torch.tensor([width, height], dtype=wide, device=device)
+    linear = inverse * size.view(1, 1, 2) / size.view(1, 2, 1)  # L[i, j] * size[j] / size[i]
+    return torch.cat([linear, (2 * offset / size).unsqueeze(-1)], 2)
+
+
 def affine_batch(x: Tensor, angle: Tensor, translate: Tensor | None = None, scale: Tensor | None = None,
                  shear: Tensor | None = None, *, interpolation: str = "nearest", fill: Fill = 0,
                  center: Sequence[float] | None = None) -> Tensor:
     """`torchvision.transforms.v2.functional.affine` with per-sample parameters: `angle` [B] degrees,
-    `translate` [B, 2] pixels (tx, ty), `scale` [B], `shear` [B, 2] degrees (x, y). The inverse matrix is
-    v2's (`_get_inverse_affine_matrix`), rewritten in the normalised coordinates of F.affine_grid
-    (align_corners=False, like v2's grid), and sampled with F.grid_sample. Like v2, a non-None `fill`
-    is applied through a sampled mask channel (so bilinear edges blend towards the fill)."""
+    `translate` [B, 2] pixels (tx, ty), `scale` [B], `shear` [B, 2] degrees (x, y). The sampling grid
+    comes from `_sampling_theta` (the inverse map, derived there) through F.affine_grid and is read
+    with F.grid_sample. Like v2, a non-None `fill` is applied through a sampled mask channel (so
+    bilinear edges blend towards the fill)."""
     _check_batch(x)
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
     b, c, h, w = x.shape
     device = x.device
-    # The 6 matrix entries are computed in float64 where the device has it, as v2 does in Python floats.
-    wide = torch.float64 if device.type in ("cpu", "cuda") else torch.float32
-    zeros = torch.zeros(b, dtype=wide, device=device)
-    angle = angle.to(wide)
-    tx, ty = (zeros, zeros) if translate is None else translate.to(wide).unbind(1)
-    scale = torch.ones_like(zeros) if scale is None else scale.to(wide)
-    sx, sy = (zeros, zeros) if shear is None else torch.deg2rad(shear.to(wide)).unbind(1)
-    cx, cy = (0.0, 0.0) if center is None else (center[0] - w * 0.5, center[1] - h * 0.5)
-
-    rot = torch.deg2rad(angle)
-    a = torch.cos(rot - sy) / torch.cos(sy)
-    b_ = -torch.cos(rot - sy) * torch.tan(sx) / torch.cos(sy) - torch.sin(rot)
-    c_ = torch.sin(rot - sy) / torch.cos(sy)
-    d = -torch.sin(rot - sy) * torch.tan(sx) / torch.cos(sy) + torch.cos(rot)
-    m0, m1, m3, m4 = d / scale, -b_ / scale, -c_ / scale, a / scale
-    m2 = m0 * (-cx - tx) + m1 * (-cy - ty) + cx
-    m5 = m3 * (-cx - tx) + m4 * (-cy - ty) + cy
-    # Pixel coordinates about the centre -> affine_grid's [-1, 1] coordinates (x scaled by 2/W, y by 2/H).
-    theta = torch.stack([torch.stack([m0, m1 * h / w, m2 * 2 / w], 1),
-                         torch.stack([m3 * w / h, m4, m5 * 2 / h], 1)], 1)
-
+    theta = _sampling_theta(angle, translate, scale, shear, center, h, w)
     dtype = x.dtype if x.is_floating_point() else torch.float32
     grid = F.affine_grid(theta.to(dtype), [b, c, h, w], align_corners=False)
     img = x if x.is_floating_point() else x.to(dtype)
@@ -520,6 +554,20 @@ def _adjust_hue(y: Tensor, shift: Tensor, integer: bool) -> Tensor:
     return out.mul_((255 + 1 - 1e-3) / 255).floor_() if integer else out.clamp_(0, 1)
 
 
+def _jitter_ranges(channels: int, brightness, contrast, saturation, hue) -> list[tuple[float, float] | None]:
+    """The four factor ranges as v2.ColorJitter reads them (None: that adjustment is off); grey
+    images have no saturation or hue."""
+    if channels not in (1, 3):
+        raise ValueError(f"color_jitter needs 1 or 3 channels, got {channels}")
+    ranges = [_jitter_range(brightness, "brightness", 1.0, (0, math.inf), True),
+              _jitter_range(contrast, "contrast", 1.0, (0, math.inf), True),
+              _jitter_range(saturation, "saturation", 1.0, (0, math.inf), True),
+              _jitter_range(hue, "hue", 0.0, (-0.5, 0.5), False)]
+    if channels == 1:
+        ranges[2] = ranges[3] = None
+    return ranges
+
+
 def color_jitter(x: Tensor, brightness: float | Sequence[float] | None = None,
                  contrast: float | Sequence[float] | None = None,
                  saturation: float | Sequence[float] | None = None,
@@ -537,14 +585,7 @@ def color_jitter(x: Tensor, brightness: float | Sequence[float] | None = None,
     hue, then the positions after it."""
     _check_batch(x)
     b, c = x.shape[:2]
-    if c not in (1, 3):
-        raise ValueError(f"color_jitter needs 1 or 3 channels, got {c}")
-    ranges = [_jitter_range(brightness, "brightness", 1.0, (0, math.inf), True),
-              _jitter_range(contrast, "contrast", 1.0, (0, math.inf), True),
-              _jitter_range(saturation, "saturation", 1.0, (0, math.inf), True),
-              _jitter_range(hue, "hue", 0.0, (-0.5, 0.5), False)]
-    if c == 1:
-        ranges[2] = ranges[3] = None
+    ranges = _jitter_ranges(c, brightness, contrast, saturation, hue)
     if all(r is None for r in ranges):
         return x.clone()
     integer = not x.is_floating_point()
@@ -617,73 +658,113 @@ def _plain_fill(value: Any) -> tuple[bool, Fill]:
     return False, None
 
 
-def _step_for(t: Any, height: int, width: int, seed: int) -> BatchStep | None:
-    """The batched equivalent of one v2 transform instance (its attributes are the parsed, validated
-    arguments), or None when there is none."""
+# One builder per v2 transform class: (the transform instance, whose attributes are its parsed and
+# validated arguments; image height; width; seed) -> its BatchStep, or None when these arguments have
+# no batched equivalent.
+StepBuilder = Callable[[Any, int, int, int], "BatchStep | None"]
+
+
+def _alternating_flip_step(t, height, width, seed) -> BatchStep:
+    return BatchStep(f"AlternatingHorizontalFlip(seed={seed})",
+                     lambda x, g, idx, ep: alternating_flip(x, idx, ep, seed=seed), needs_indices=True)
+
+
+def _hflip_step(t, height, width, seed) -> BatchStep:
+    p = float(t.p)
+    return BatchStep(f"RandomHorizontalFlip(p={p})", lambda x, g, idx, ep: hflip(x, p, generator=g))
+
+
+def _vflip_step(t, height, width, seed) -> BatchStep:
+    p = float(t.p)
+    return BatchStep(f"RandomVerticalFlip(p={p})", lambda x, g, idx, ep: vflip(x, p, generator=g))
+
+
+def _crop_step(t, height, width, seed) -> BatchStep | None:
+    ok, fill = _plain_fill(t.fill)
+    if tuple(t.size) != (height, width) or t.padding_mode not in PAD_MODES or not ok:
+        return None
+    pad_left, pad_right, pad_top, pad_bottom = t.padding or (0, 0, 0, 0)  # v2 keeps [l, r, t, b]
+    padding = (pad_left, pad_top, pad_right, pad_bottom)
+    mode = t.padding_mode
+    return BatchStep(f"RandomCrop(padding={padding}, padding_mode={mode!r})",
+                     lambda x, g, idx, ep: random_crop(x, padding, mode, fill=fill, generator=g))
+
+
+def _rotation_step(t, height, width, seed) -> BatchStep | None:
+    mode = _interpolation(t.interpolation)
+    ok, fill = _plain_fill(t.fill)
+    if mode is None or t.expand or not ok:
+        return None
+    degrees, center = tuple(t.degrees), t.center
+    return BatchStep(f"RandomRotation(degrees={degrees}, interpolation={mode!r})",
+                     lambda x, g, idx, ep: random_rotation(x, degrees, interpolation=mode, fill=fill,
+                                                           center=center, generator=g))
+
+
+def _affine_step(t, height, width, seed) -> BatchStep | None:
+    mode = _interpolation(t.interpolation)
+    ok, fill = _plain_fill(t.fill)
+    if mode is None or not ok:
+        return None
+    degrees = tuple(t.degrees)
+    translate, scale, shear = (None if v is None else tuple(v) for v in (t.translate, t.scale, t.shear))
+    center = t.center
+    return BatchStep(f"RandomAffine(degrees={degrees}, translate={translate}, scale={scale}, shear={shear}, "
+                     f"interpolation={mode!r})",
+                     lambda x, g, idx, ep: random_affine(x, degrees, translate, scale, shear, interpolation=mode,
+                                                         fill=fill, center=center, generator=g))
+
+
+def _jitter_step(t, height, width, seed) -> BatchStep:
+    args = {k: getattr(t, k) for k in ("brightness", "contrast", "saturation", "hue")}
+    inner = ", ".join(f"{k}={v}" for k, v in args.items() if v is not None)
+    return BatchStep(f"ColorJitter({inner})", lambda x, g, idx, ep: color_jitter(x, **args, generator=g))
+
+
+def _erasing_step(t, height, width, seed) -> BatchStep:
+    p, scale, ratio = float(t.p), tuple(t.scale), tuple(t.ratio)
+    value: Any = "random" if t.value is None else (t.value[0] if len(t.value) == 1 else tuple(t.value))
+    return BatchStep(f"RandomErasing(p={p}, scale={scale}, ratio={ratio}, value={value!r})",
+                     lambda x, g, idx, ep: random_erasing(x, p, scale, ratio, value, generator=g))
+
+
+def _resized_crop_step(t, height, width, seed) -> BatchStep | None:
+    mode = _interpolation(t.interpolation)
+    if mode is None or tuple(t.size) != (height, width):
+        return None
+    scale, ratio = tuple(t.scale), tuple(t.ratio)
+    return BatchStep(f"RandomResizedCrop(scale={scale}, ratio={ratio}, interpolation={mode!r})",
+                     lambda x, g, idx, ep: random_resized_crop(x, None, scale, ratio, interpolation=mode,
+                                                               generator=g))
+
+
+@functools.cache
+def step_builders() -> dict[type, StepBuilder]:
+    """v2 transform class -> the builder of its batched step. A class not in the table has no batched
+    equivalent (the pipeline then falls back to the per-sample DataLoader path). Built on first use,
+    so importing this module does not import torchvision."""
     from torchvision.transforms import v2
 
     from archspec.data.alternating_flip import AlternatingHorizontalFlip
 
-    kind = type(t)
-    if kind is AlternatingHorizontalFlip:
-        return BatchStep(f"AlternatingHorizontalFlip(seed={seed})",
-                         lambda x, g, idx, ep: alternating_flip(x, idx, ep, seed=seed), needs_indices=True)
-    if kind is v2.RandomHorizontalFlip:
-        p = float(t.p)
-        return BatchStep(f"RandomHorizontalFlip(p={p})", lambda x, g, idx, ep: hflip(x, p, generator=g))
-    if kind is v2.RandomVerticalFlip:
-        p = float(t.p)
-        return BatchStep(f"RandomVerticalFlip(p={p})", lambda x, g, idx, ep: vflip(x, p, generator=g))
-    if kind is v2.RandomCrop:
-        ok, fill = _plain_fill(t.fill)
-        if tuple(t.size) != (height, width) or t.padding_mode not in PAD_MODES or not ok:
-            return None
-        pad_left, pad_right, pad_top, pad_bottom = t.padding or (0, 0, 0, 0)  # v2 keeps [l, r, t, b]
-        padding = (pad_left, pad_top, pad_right, pad_bottom)
-        mode = t.padding_mode
-        return BatchStep(f"RandomCrop(padding={padding}, padding_mode={mode!r})",
-                         lambda x, g, idx, ep: random_crop(x, padding, mode, fill=fill, generator=g))
-    if kind is v2.RandomRotation:
-        mode = _interpolation(t.interpolation)
-        ok, fill = _plain_fill(t.fill)
-        if mode is None or t.expand or not ok:
-            return None
-        degrees, center = tuple(t.degrees), t.center
-        return BatchStep(f"RandomRotation(degrees={degrees}, interpolation={mode!r})",
-                         lambda x, g, idx, ep: random_rotation(x, degrees, interpolation=mode, fill=fill,
-                                                               center=center, generator=g))
-    if kind is v2.RandomAffine:
-        mode = _interpolation(t.interpolation)
-        ok, fill = _plain_fill(t.fill)
-        if mode is None or not ok:
-            return None
-        degrees = tuple(t.degrees)
-        translate = None if t.translate is None else tuple(t.translate)
-        scale = None if t.scale is None else tuple(t.scale)
-        shear = None if t.shear is None else tuple(t.shear)
-        center = t.center
-        return BatchStep(f"RandomAffine(degrees={degrees}, translate={translate}, scale={scale}, shear={shear}, "
-                         f"interpolation={mode!r})",
-                         lambda x, g, idx, ep: random_affine(x, degrees, translate, scale, shear, interpolation=mode,
-                                                             fill=fill, center=center, generator=g))
-    if kind is v2.ColorJitter:
-        args = {k: getattr(t, k) for k in ("brightness", "contrast", "saturation", "hue")}
-        inner = ", ".join(f"{k}={v}" for k, v in args.items() if v is not None)
-        return BatchStep(f"ColorJitter({inner})", lambda x, g, idx, ep: color_jitter(x, **args, generator=g))
-    if kind is v2.RandomErasing:
-        p, scale, ratio = float(t.p), tuple(t.scale), tuple(t.ratio)
-        value: Any = "random" if t.value is None else (t.value[0] if len(t.value) == 1 else tuple(t.value))
-        return BatchStep(f"RandomErasing(p={p}, scale={scale}, ratio={ratio}, value={value!r})",
-                         lambda x, g, idx, ep: random_erasing(x, p, scale, ratio, value, generator=g))
-    if kind is v2.RandomResizedCrop:
-        mode = _interpolation(t.interpolation)
-        if mode is None or tuple(t.size) != (height, width):
-            return None
-        scale, ratio = tuple(t.scale), tuple(t.ratio)
-        return BatchStep(f"RandomResizedCrop(scale={scale}, ratio={ratio}, interpolation={mode!r})",
-                         lambda x, g, idx, ep: random_resized_crop(x, None, scale, ratio, interpolation=mode,
-                                                                   generator=g))
-    return None
+    return {
+        AlternatingHorizontalFlip: _alternating_flip_step,
+        v2.RandomHorizontalFlip: _hflip_step,
+        v2.RandomVerticalFlip: _vflip_step,
+        v2.RandomCrop: _crop_step,
+        v2.RandomRotation: _rotation_step,
+        v2.RandomAffine: _affine_step,
+        v2.ColorJitter: _jitter_step,
+        v2.RandomErasing: _erasing_step,
+        v2.RandomResizedCrop: _resized_crop_step,
+    }
+
+
+def _step_for(t: Any, height: int, width: int, seed: int) -> BatchStep | None:
+    """The batched equivalent of one v2 transform instance, or None when there is none. The exact
+    class is looked up (a subclass may change what the transform does)."""
+    builder = step_builders().get(type(t))
+    return None if builder is None else builder(t, height, width, seed)
 
 
 class BatchAugment:
@@ -748,13 +829,9 @@ class BatchAugment:
     def __call__(self, x: Tensor, mean: Tensor | Sequence[float], std: Tensor | Sequence[float],
                  generator: torch.Generator | None = None, *, indices: Tensor | None = None,
                  epoch: int = 0) -> Tensor:
-        """pre steps -> float32 (x/255 for uint8) -> (x - mean) / std -> post steps."""
+        """pre steps -> `archspec.data.normalize.normalize` (x/255 for uint8, then (x - mean) / std) -> post steps."""
         x = self.pre_normalize(x, generator, indices=indices, epoch=epoch)
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        x = (x - mean_t) / std_t  # not in place: with no pre steps, x may be the caller's tensor
-        return self.post_normalize(x, generator, indices=indices, epoch=epoch)
+        return self.post_normalize(normalize(x, mean, std), generator, indices=indices, epoch=epoch)
 
     def __repr__(self) -> str:
         pre = ", ".join(s.label for s in self.pre)

@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from archspec.data.info import DatasetInfo, dataset_info
+from archspec.catalog import IMAGEFOLDER_PREFIX, DatasetInfo, dataset_info
 from archspec.data.seeding import derive_seed
 from archspec.errors import ArchspecError
 
@@ -50,7 +50,6 @@ SPLITS = ("train", "test")
 SYNTHETIC_SIZES = {"train": 512, "test": 128}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DOWNLOAD_TIMEOUT_S = 30
-IMAGEFOLDER_PREFIX = "imagefolder:"
 
 
 @dataclass

@@ -34,9 +34,10 @@ from typing import Any
 
 import torch
 
+from archspec.catalog import DatasetInfo
 from archspec.data.augment import build_augment
 from archspec.data.datasets import IMAGEFOLDER_PREFIX, ImageTensors, load_dataset
-from archspec.data.info import DatasetInfo
+from archspec.data.normalize import normalize
 from archspec.data.seeding import derive_seed
 from archspec.errors import ArchspecError
 
@@ -69,12 +70,6 @@ def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
     return n // batch_size if drop_last else math.ceil(n / batch_size)
 
 
-def to_normalized_float(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 [.., C, H, W] in 0..255 -> float32 (x/255 - mean) / std. Float input is taken as 0..1 already."""
-    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-    return x.sub_(mean).div_(std)
-
-
 class DeviceBatches:
     """Batches sliced out of one uint8 tensor resident on the device."""
 
@@ -99,6 +94,11 @@ class DeviceBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def raw_images(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first `count` images as stored (uint8, un-augmented, not sharded) and the [C, 1, 1]
+        mean/std that normalise them: what data-dependent init (`init: whiten`) computes from."""
+        return self.images[:count], self.mean, self.std
+
     def __len__(self) -> int:
         return _num_batches(self.num_samples, self.batch_size, self.drop_last)
 
@@ -116,7 +116,7 @@ class DeviceBatches:
             else:
                 index = order[lo:hi]
                 x, y = self.images[index], self.labels[index]
-            yield to_normalized_float(x, self.mean, self.std), y
+            yield normalize(x, self.mean, self.std), y
 
 
 class AugmentedDeviceBatches(DeviceBatches):
@@ -168,7 +168,7 @@ class _AugmentedImages(torch.utils.data.Dataset):
             x = self.images[index]
             if self.pre is not None:
                 x = self.pre(x)
-            x = to_normalized_float(x, self.mean, self.std)
+            x = normalize(x, self.mean, self.std)
             if self.post is not None:
                 x = self.post(x)
         return x, self.labels[index]
@@ -214,6 +214,11 @@ class AugmentedBatches:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def raw_images(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As `DeviceBatches.raw_images`: the first `count` stored images (on the CPU) and mean/std."""
+        images = self.loader.dataset
+        return images.images[:count], images.mean, images.std
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -15,10 +15,12 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from archspec.errors import ArchspecError, did_you_mean
-from archspec.experiments.runs import Run
+from archspec.experiments.runs import Run, natural_key
+from archspec.figures import DEFAULT_DPI, Curves
 
 MAX_SPEC_COLUMNS = 3
 MAX_LABEL_OPTIONS = 3  # plot legends name runs by their differing options only when there are few
@@ -125,6 +127,21 @@ class Comparison:
             labels = [row["run"] for row in self.rows]
         return labels
 
+    def legend_order(self) -> list[int]:
+        """Row indices in the order a figure's legend lists the runs, whatever the table's --sort:
+        by spec, then by the differing options' values (numbers by value, so lr 0.001, 0.003, 0.01,
+        0.03 and not 0.001, 0.01, 0.003), then by run directory name."""
+        def key(i: int) -> tuple:
+            row = self.rows[i]
+            return (natural_key(row["spec"]), *(value_key(row.get(k)) for k in self.options), natural_key(row["run"]))
+
+        return sorted(range(len(self.rows)), key=key)
+
+    def curves(self) -> list[Curves]:
+        """Every run's figure data, labelled, in legend order."""
+        labels = self.labels()
+        return [self.runs[i].curves(labels[i]) for i in self.legend_order()]
+
 
 def compare(runs: Sequence[Run], *, sort: str | None = None) -> Comparison:
     """Build the comparison of `runs`, optionally sorted by a column (see `SORT_ALIASES`)."""
@@ -153,6 +170,17 @@ def compare(runs: Sequence[Run], *, sort: str | None = None) -> Comparison:
     return table
 
 
+def value_key(value: Any, descending: bool = False) -> tuple:
+    """How a column's values sort: numbers by value (negated for a descending column), strings that
+    hold numbers by those numbers ("1e-3" before "0.01", "run-2" before "run-10"), missing values
+    last whatever the direction."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return (1, ())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, ((1, -value if descending else value),))
+    return (0, natural_key(_plain_value(value)))
+
+
 def _sort(table: Comparison, sort: str) -> None:
     key = SORT_ALIASES.get(sort, sort)
     known = [k for k, _ in table.columns]
@@ -162,15 +190,7 @@ def _sort(table: Comparison, sort: str) -> None:
                             hint="sort keys: " + ", ".join(choices))
     descending = key in _DESCENDING
 
-    def sort_key(pair: tuple[dict[str, Any], Run]):
-        value = pair[0].get(key)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return (1, 0, "")  # missing values last, whatever the direction
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return (0, -value if descending else value, "")
-        return (0, 0, str(value))
-
-    pairs = sorted(zip(table.rows, table.runs, strict=True), key=sort_key)
+    pairs = sorted(zip(table.rows, table.runs, strict=True), key=lambda pair: value_key(pair[0].get(key), descending))
     table.rows = [p[0] for p in pairs]
     table.runs = [p[1] for p in pairs]
 
@@ -347,10 +367,12 @@ def to_markdown(table: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(table: Comparison, path, *, title: str = "") -> None:
-    """compare --plot: the overlaid accuracy and loss curves of every run, written atomically."""
-    from archspec.experiments.figures import figure_png, overlay_figure, write_png
+def plot(table: Comparison, path, *, title: str = "", fmt: str | None = None, dpi: int = DEFAULT_DPI) -> Path:
+    """compare --plot: every run's accuracy, loss and learning-rate curves overlaid, written atomically
+    as PNG, SVG or PDF (`fmt`, else the file's suffix)."""
+    from archspec.figures import figure_format, overlay_figure, write_figure
 
+    fmt = figure_format(path, fmt)
     if not any(run.metrics for run in table.runs):
         raise ArchspecError("none of the runs has metrics to plot yet", path="--plot")
-    write_png(figure_png(overlay_figure(table.runs, table.labels(), title=title)), path)
+    return write_figure(overlay_figure(table.curves(), title=title), path, fmt=fmt, dpi=dpi)

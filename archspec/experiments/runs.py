@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from archspec.errors import ArchspecError
+from archspec.figures import Curves
 
 # Any one of these marks a directory as a run directory (a run killed early may have only some).
 RUN_FILES = ("summary.json", "metrics.jsonl", "metrics.csv", "spec.yaml", "recipe.yaml", "last.pt", "best.pt")
@@ -36,6 +38,7 @@ class Run:
     spec: dict[str, Any] | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    _steps: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -60,37 +63,26 @@ class Run:
         value = self.summary.get("dataset") or (self.spec or {}).get("dataset")
         return None if value is None else str(value)
 
-    def series(self, key: str) -> tuple[list[int], list[float]]:
-        """(epochs, values) of one metric, skipping epochs where it is missing or not finite."""
-        xs, ys = [], []
-        for row in self.metrics:
-            value = row.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                xs.append(int(row.get("epoch", len(xs) + 1)))
-                ys.append(float(value))
-        return xs, ys
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        """The rows of steps.csv (step, epoch, loss, lr), read on first use; empty when the run has
+        none (runs made before archspec recorded per-step losses) or an unreadable one (noted in
+        `problems`)."""
+        if self._steps is None:
+            self._steps = []
+            path = self.path / "steps.csv"
+            if path.is_file():
+                from archspec.train.rundir import read_steps_csv
 
-    def step_series(self) -> tuple[list[float], list[float]]:
-        """(x, loss) per optimisation step from steps.csv, x in epochs (step / steps per epoch, so
-        step curves share the epoch axis); empty when the run has no steps.csv (runs made before
-        archspec recorded per-step losses) or an unreadable one."""
-        path = self.path / "steps.csv"
-        if not path.is_file():
-            return [], []
-        from archspec.train.rundir import read_steps_csv
+                try:
+                    self._steps = read_steps_csv(path)
+                except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+                    self.problems.append("steps.csv unreadable")
+        return self._steps
 
-        try:
-            rows = read_steps_csv(path)
-        except (OSError, ValueError, KeyError, TypeError):
-            self.problems.append("steps.csv unreadable")
-            return [], []
-        per_epoch = max(1, sum(1 for row in rows if row["epoch"] == 1))
-        xs, ys = [], []
-        for row in rows:
-            if row["loss"] is not None and math.isfinite(row["loss"]):
-                xs.append(row["step"] / per_epoch)
-                ys.append(row["loss"])
-        return xs, ys
+    def curves(self, label: str | None = None) -> Curves:
+        """What the figures draw of this run, under `label` (default: the run directory's name)."""
+        return Curves(label=self.name if label is None else label, metrics=self.metrics, steps=self.steps)
 
     def stats(self) -> dict[str, Any]:
         """The numbers a comparison shows, from summary.json, falling back to the metrics rows."""
@@ -199,14 +191,39 @@ def _not_a_run(path: Path) -> ArchspecError:
                          hint=f"a run directory holds {', '.join(EXPECTED_FILES)} (written by `archspec train`)")
 
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def natural_key(text: Any) -> tuple:
+    """A sort key that orders the numbers inside strings by value, not character by character:
+    "lr=3e-4" < "lr=0.001" < "lr=0.01", "epochs=5" < "epochs=10", "run-2" < "run-10". Numbers
+    are unsigned (a "-" in a run name is a separator, not a minus)."""
+    text = str(text)
+    parts: list[tuple[int, Any]] = []
+    position = 0
+    for match in _NUMBER.finditer(text):
+        if match.start() > position:
+            parts.append((0, text[position:match.start()]))
+        parts.append((1, float(match.group())))
+        position = match.end()
+    if position < len(text):
+        parts.append((0, text[position:]))
+    return tuple(parts)
+
+
+def _by_name(paths) -> list[Path]:
+    return sorted(paths, key=lambda path: natural_key(path.name))
+
+
 def _runs_under(folder: Path) -> list[Path]:
-    """Run directories among `folder`'s children and grandchildren (runs/ holds sweep folders of runs)."""
+    """Run directories among `folder`'s children and grandchildren (runs/ holds sweep folders of runs),
+    in natural order of their names (a sweep's lr=0.001, lr=0.003, lr=0.01 come in that order)."""
     found = []
-    for child in sorted(folder.iterdir()):
+    for child in _by_name(folder.iterdir()):
         if is_run_dir(child):
             found.append(child)
         elif child.is_dir():
-            found.extend(sorted(grandchild for grandchild in child.iterdir() if is_run_dir(grandchild)))
+            found.extend(_by_name(grandchild for grandchild in child.iterdir() if is_run_dir(grandchild)))
     return found
 
 

@@ -134,9 +134,12 @@ def _relabel(error: ArchspecError, grid_keys: set[str], cell_label: str) -> Arch
 def plan(specs: list[str | Path], recipe: str, *, grid: list[tuple[str, list[str]]] | None = None,
          sets: list[str] | None = None, data: str | None = None, epochs: int | None = None,
          out: str | Path | None = None, allow_import: bool = False, check_state: bool = True) -> tuple[Path, list[Cell]]:
-    """Every cell of the sweep, loaded and validated (no training, no torch unless `check_state`)."""
-    from archspec.recipes import load_recipe
+    """Every cell of the sweep, loaded and validated (no training, no torch unless `check_state`).
+
+    Each cell's spec and recipe are chosen as `archspec train` chooses them (archspec.train.prepare).
+    """
     from archspec.spec.loader import load_spec
+    from archspec.train.prepare import prepare_run
 
     if not specs:
         raise ArchspecError("no spec files given", hint="example: archspec sweep specs/tutorial.yaml --recipe sgd "
@@ -168,9 +171,11 @@ def plan(specs: list[str | Path], recipe: str, *, grid: list[tuple[str, list[str
                                     f"({cell.spec_path}) would share the run directory {cell.run_dir}",
                                     hint="two specs with the same `name:` cannot be in one sweep; rename one")
             try:
-                cell.recipe = load_recipe(recipe, overrides=cell.overrides, epochs=epochs)
+                inputs = prepare_run(spec, recipe=recipe, overrides=cell.overrides, epochs=epochs,
+                                     allow_import=allow_import)
             except ArchspecError as e:
                 raise _relabel(e, set(keys), cell.label()) from None
+            cell.spec, cell.recipe = inputs.spec, inputs.recipe
             by_dir[cell.run_dir] = cell
             cells.append(cell)
     if check_state:
@@ -280,11 +285,13 @@ def run(cells: list[Cell], out: Path, *, data: str | None = None, data_dir: str 
     return result
 
 
-def band(runs_by_spec: dict[str, list], path: str | Path, *, title: str = "") -> Path:
+def band(runs_by_spec: dict[str, list], path: str | Path, *, title: str = "", fmt: str | None = None,
+         dpi: int | None = None) -> Path:
     """sweep --band: the min-max band of the training loss across the grid, one band per spec: per step
     (steps.csv) when every run of the spec has per-step losses, else per epoch."""
-    from archspec.experiments.figures import band_figure, figure_png, write_png
+    from archspec.figures import DEFAULT_DPI, band_figure, write_figure
 
     if not any(run.metrics for runs in runs_by_spec.values() for run in runs):
         raise ArchspecError("no cell has metrics yet: nothing to draw", path="--band")
-    return write_png(figure_png(band_figure(runs_by_spec, key="train_loss", title=title)), path)
+    groups = {label: [run.curves() for run in runs] for label, runs in runs_by_spec.items()}
+    return write_figure(band_figure(groups, key="train_loss", title=title), path, fmt=fmt, dpi=dpi or DEFAULT_DPI)

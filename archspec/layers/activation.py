@@ -45,6 +45,9 @@ class LeakyReLU(_Activation):
     options = {"slope": {"type": "number", "minimum": 0, "default": 0.01}}
     example = "leaky_relu: 0.1"
 
+    def tidy_options(self, o):
+        o["slope"] = float(o["slope"])  # `leaky_relu: 0` builds and prints LeakyReLU(0.0)
+
     def build(self, o, shape):
         from torch import nn
 

@@ -1,14 +1,45 @@
-"""The layer-kind contract and registry.
+"""The layer-kind contract and registry: everything archspec knows about a kind lives in its class.
 
-A *kind* (conv, pool, bn, ...) is one small class that knows:
-- its options (a JSON Schema fragment per option, with defaults) and which is the scalar shorthand
-  (``conv: 64`` means ``conv: {out: 64}``);
-- its output shape for an input shape, in pure Python (so `archspec validate` never imports torch);
-- how to build its ``nn.Module`` (torch imported lazily inside `build`);
-- its multiply-accumulates per sample, and the plain PyTorch code that builds it (for `archspec show`).
+A *kind* (conv, pool, bn, ...) is one small class, decorated with `@register`, in its own module
+under ``archspec/layers/`` (import it from ``archspec/layers/__init__.py``). Code outside this
+package never branches on a kind's name: it asks the kind. What a kind defines:
+
+Class attributes
+    ``name``, ``aliases``   the key a spec writes (``conv``) and other accepted keys (``fc``).
+    ``summary``, ``example`` one line for docs; ``example`` is a YAML layer line the tests load
+                            on an ``example_input`` of ``image`` (default), ``flat`` or ``tokens``.
+    ``synonyms``            words people type for this kind (``layer_norm``, ``transformer``):
+                            an unknown kind suggests it, nothing accepts them.
+    ``options``             option -> JSON Schema fragment, with ``"default"`` where optional.
+    ``required``            options without a default that must be given.
+    ``main``                the option a scalar value sets (``conv: 64`` = ``conv: {out: 64}``).
+    ``runs_user_code``      True if building it imports user Python (the loader then demands
+                            ``--allow-import``).
+    ``composite``           True for kinds holding nested layer lists: subclass
+                            `archspec.layers.composite.Composite`, whose docstring lists the rest.
+    ``resolved_keeps_name`` True if the resolved spec must always write the layer's ``name:``.
+
+Methods (``o`` is the validated options mapping with defaults filled in; shapes exclude batch)
+    ``output_shape(o, shape)`` pure Python, raise `ShapeError` for an input it cannot take
+                            (so `archspec validate` never imports torch). Default: unchanged.
+    ``build(o, shape)``     the ``nn.Module`` (import torch inside the method).
+    ``macs(o, shape, out)`` multiply-accumulates per sample; None when they cannot be known
+                            (never a silent 0). Default 0. `counted_macs` measures a module.
+    ``code(o, shape)``      a Python expression building the same module, for ``show --code``;
+                            it may call the helpers listed in ``layers/modules.py``'s ``__all__``.
+    ``label(o, shape, written)`` the short text ``archspec count`` shows in its kind column.
+                            Default: ``name``.
+    ``tidy_options(o)``     make validated values canonical in place (e.g. a float slope).
+    ``name_stem(written)``  stem of the automatic module name (``conv`` -> conv1, conv2).
 
 Shapes exclude the batch dimension: ``(C, H, W)`` for images, ``(F,)`` for flat features and
-``(N, D)`` for a sequence of N tokens of width D (what `patchify` makes of an image).
+``(N, D)`` for a sequence of N tokens of width D (what `patchify` makes of an image). A layer's
+options may use its input shape through `shape_names` (``in_channels``, ``in_features``).
+
+Then document the kind in docs/spec-language.md and regenerate ``archspec/spec/spec.schema.json``
+(``python -m archspec.spec.schema > archspec/spec/spec.schema.json``); tests/test_docs.py checks
+both, and tests/test_spec_language.py builds and counts every kind's ``example``.
+tests/test_kind_plugin.py shows a composite and a leaf kind defined as nothing but their classes.
 """
 
 from __future__ import annotations
@@ -93,8 +124,10 @@ class LayerKind:
     example: ClassVar[str] = ""  # a YAML layer line, shown in docs and tested
     example_input: ClassVar[str] = "image"  # what the tested example gets: image, flat or tokens
     synonyms: ClassVar[tuple[str, ...]] = ()  # words people type for this kind (suggested, not accepted)
-    composite: ClassVar[bool] = False  # holds nested layer lists (residual, parallel)
+    runs_user_code: ClassVar[bool] = False  # building it imports user Python: needs --allow-import
+    composite: ClassVar[bool] = False  # holds nested layer lists: see composite.Composite
     layer_lists: ClassVar[tuple[str, ...]] = ()  # options whose values are layer lists (composites)
+    resolved_keeps_name: ClassVar[bool] = False  # the resolved spec always writes `name:` (sequence)
 
     def defaults(self) -> dict[str, Any]:
         return {k: s["default"] for k, s in self.options.items() if "default" in s}
@@ -114,15 +147,23 @@ class LayerKind:
         raise NotImplementedError
 
     def macs(self, o: dict, shape: Shape, out: Shape) -> int | None:
-        """Multiply-accumulates per sample; None when they cannot be known (never a silent 0)."""
         return 0
-
-    def label(self, o: dict, shape: Shape, written: str) -> str:
-        """What `archspec count` shows in its kind column; `written` is how the spec named the layer."""
-        return self.name
 
     def code(self, o: dict, shape: Shape) -> str:
         raise NotImplementedError
+
+    def label(self, o: dict, shape: Shape, written: str) -> str:
+        """What `archspec count` shows in its kind column; `written` is how the spec named the layer
+        (the key as typed, or a block call such as ``stage(out=256)``)."""
+        return self.name
+
+    def tidy_options(self, o: dict) -> None:
+        """Make validated option values canonical in place, so the resolved spec and the generated
+        code read the same however the user wrote the value."""
+
+    def name_stem(self, written: str) -> str:
+        """The stem of the automatic module name: conv -> conv1, conv2, ..."""
+        return self.name
 
 
 REGISTRY: dict[str, LayerKind] = {}

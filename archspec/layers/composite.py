@@ -1,7 +1,8 @@
 """Kinds that hold nested layer lists: `sequence`, `residual` and `parallel`.
 
-The compiler expands and shape-checks the nested lists; these classes only say how the child
-results combine (shape, module, MACs and code). `repeat` and user blocks are expanded by the spec
+The spec loader expands and shape-checks the nested lists, and one tree walker
+(`archspec.spec.tree`) drives building, code generation and counting; these classes only say where
+the lists are and how the child results combine. `repeat` and user blocks are expanded by the
 loader into `sequence` layers, so they need no class here.
 """
 
@@ -13,8 +14,24 @@ LAYER_LIST = {"type": "array", "minItems": 1, "description": "a list of layers"}
 
 
 class Composite(LayerKind):
+    """Base of kinds holding nested layer lists ("groups"). On top of `LayerKind` a composite defines:
+
+    ``layer_lists``                  options whose values are layer lists; the loader expands them
+                                     instead of substituting variables in them.
+    ``child_lists(o)``               [(option path, raw layer list)], one per group, in order.
+    ``child_paths(count)``           where each group's ``nn.Sequential`` sits inside the built module
+                                     ("" = the module is the group itself): module paths and
+                                     freezing follow it.
+    ``write_children(o, groups)``    the options that write the expanded groups back into the
+                                     resolved spec.
+    ``combine(o, shape, outs)``      the output shape from each group's output shape.
+    ``build_composite(o, shape, children, out)``  the module from the built groups.
+    ``extra_macs(o, shape, out)``    MACs of its own (projection, gate) beyond the groups'.
+    ``code_composite(o, shape, child_codes, out)`` code from each group's code.
+    """
+
     composite = True
-    layer_lists = ("layers",)  # options that hold layer lists (expanded, not substituted)
+    layer_lists = ("layers",)
 
     def child_lists(self, o: dict) -> list[tuple[tuple, list]]:
         """[(option path, raw layer list)], e.g. [(("layers",), [...])]."""
@@ -49,6 +66,13 @@ class Sequence(Composite):
     options = {"layers": LAYER_LIST}
     required = ("layers",)
     example = "sequence: {name: features, layers: [conv: 32, relu]}"
+    resolved_keeps_name = True  # a block's or repeat's name would otherwise be lost on reloading
+
+    def label(self, o, shape, written):
+        return written
+
+    def name_stem(self, written):
+        return written.split("(")[0].split(" ")[0]  # "stage(out=256)" -> stage, "repeat x3" -> repeat
 
     def combine(self, o, shape, outs):
         return outs[0]
@@ -221,7 +245,11 @@ class Parallel(Composite):
         return [f"paths.{i}" for i in range(count)]
 
     def write_children(self, o, groups):
-        return {**{k: v for k, v in o.items() if k not in ("layers", "paths", "times")}, "paths": groups}
+        """`times` copies are written out as `paths`, so the resolved spec shows every path."""
+        return {**{k: v for k, v in o.items() if k not in (*self.layer_lists, "times")}, "paths": groups}
+
+    def label(self, o, shape, written):
+        return f"parallel {o['merge']} x{len(self.child_lists(o))}"
 
     def combine(self, o, shape, outs):
         first = outs[0]

@@ -71,6 +71,9 @@ class Conv(LayerKind):
             )
         return (o["out"], oh, ow)
 
+    def label(self, o, shape, written):
+        return f"conv {o['kernel']}x{o['kernel']}" + (f" s{o['stride']}" if o["stride"] != 1 else "")
+
     def build(self, o, shape):
         from torch import nn
 

@@ -44,6 +44,7 @@ class CustomModule(LayerKind):
     }
     required = ("import",)
     example = 'module: {import: "torch.nn:GELU"}'
+    runs_user_code = True
 
     def _make(self, o):
         cls = load_class(o["import"])

@@ -16,6 +16,9 @@ class Dropout(LayerKind):
     options = {"p": _P}
     example = "dropout: 0.3"
 
+    def label(self, o, shape, written):
+        return f"dropout {o['p']}"
+
     def build(self, o, shape):
         from torch import nn
 

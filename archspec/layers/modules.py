@@ -9,6 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# What `archspec show --code` may copy into generated code (each kind's `code()` calls these by name).
+__all__ = ["Residual", "ResBlock", "Parallel", "Scale", "dirac_init", "LayerNorm2d", "LayerScale", "Chunk", "Patchify",
+           "ClassToken", "PositionEmbedding", "TokenPool", "SelfAttention", "EncoderBlock"]
+
 
 class Residual(nn.Module):
     """out = body(x) + shortcut(x); the shortcut is identity, a projection or any module.

@@ -27,6 +27,9 @@ class BatchNorm(LayerKind):
             return "BatchNorm1d"
         raise ShapeError(f"bn needs [C, H, W] or [features], got {fmt_shape(shape)}")
 
+    def label(self, o, shape, written):
+        return "bn2d" if len(shape) == 3 else "bn1d"
+
     def output_shape(self, o, shape):
         self._cls(shape)
         return shape

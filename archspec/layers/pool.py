@@ -54,6 +54,9 @@ class _Pool(LayerKind):
             )
         return (c, oh, ow)
 
+    def label(self, o, shape, written):
+        return f"{self._type(o)}pool {o['size']}x{o['size']}"
+
     def build(self, o, shape):
         from torch import nn
 

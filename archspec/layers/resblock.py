@@ -19,6 +19,9 @@ class ResBlockKind(LayerKind):
     }
     example = "resblock: {out: 128, stride: 2}"
 
+    def label(self, o, shape, written):
+        return f"resblock x{o['convs']}" + (f" s{o['stride']}" if o["stride"] != 1 else "")
+
     def output_shape(self, o, shape):
         c, h, w = need_image(shape, "resblock")
         oh, ow = conv_out(h, 3, o["stride"], 1), conv_out(w, 3, o["stride"], 1)

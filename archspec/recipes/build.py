@@ -18,7 +18,6 @@ The resulting curves are checked numerically against closed forms in tests/test_
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -147,7 +146,7 @@ def build_scheduler(
     recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> tuple[lr_scheduler.LRScheduler, str]:
     """The recipe's LR scheduler and when to step it: ``"batch"`` (after every optimizer step) or
-    ``"epoch"`` (once after every epoch). Call it once, on a freshly built optimizer, and before
+    ``"epoch"`` (once after every epoch); `scheduler_due` applies that rule. Call it once, on a freshly built optimizer, and before
     loading a checkpoint's optimizer/scheduler state.
     """
     if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
@@ -205,6 +204,13 @@ def build_scheduler(
     return lr_scheduler.SequentialLR(optimizer, pieces, milestones), schedule.interval
 
 
+def scheduler_due(interval: str, step: int, steps_per_epoch: int) -> bool:
+    """Whether the scheduler steps after optimizer step `step` (counted from 1): after every step for
+    per-batch schedules, after each epoch's last step for per-epoch ones. The training loop and
+    `lr_curve` both ask this, so the plotted curve is the trained one."""
+    return interval == "batch" or step % max(1, steps_per_epoch) == 0
+
+
 # --- loss ------------------------------------------------------------------------------------
 
 
@@ -255,7 +261,7 @@ def apply_init(model: nn.Module, scheme: str) -> nn.Module:
     """
     if scheme not in INIT_SCHEMES:
         raise ArchspecError(f'unknown init "{scheme}"; choose one of {", ".join(INIT_SCHEMES)}')
-    if scheme in ("default", "whiten"):  # whiten needs training images: the loop calls archspec.init_whiten
+    if scheme in ("default", "whiten"):  # whiten needs training images: set-up calls archspec.train.whiten
         return model
     with torch.no_grad():
         for name, module in model.named_modules():
@@ -293,12 +299,9 @@ def lr_curve(recipe: Recipe, steps_per_epoch: int = 1) -> list[float]:
         if i == total - 1:
             break
         optimizer.step()  # no gradient: a no-op that keeps torch's "step order" check satisfied
-        if interval == "batch" or (i + 1) % steps_per_epoch == 0:
+        if scheduler_due(interval, i + 1, steps_per_epoch):
             scheduler.step()
     return lrs
-
-
-_PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
 
 
 def plot_lr(
@@ -307,40 +310,21 @@ def plot_lr(
     steps_per_epoch: int | None = None,
     *,
     lrs: Sequence[float] | None = None,
+    fmt: str | None = None,
+    dpi: int | None = None,
 ) -> Path:
-    """Draw the LR curve (x: epochs) to `path` (png/svg/pdf), written atomically.
+    """Draw the LR curve (x: epochs) to `path` (png/svg/pdf: `fmt`, else the file's suffix), written
+    atomically; the folder is created if needed.
 
     `lrs` plots given values (e.g. the lrs a run actually used, one per step) instead of
     `lr_curve`. `steps_per_epoch` defaults to 1 for per-epoch schedules and 100 for per-batch ones.
     """
-    from matplotlib.figure import Figure
+    from archspec.figures import DEFAULT_DPI, figure_format, lr_figure, write_figure
 
-    from archspec.io import atomic_write_bytes
-
-    target = Path(path)
-    fmt = _PLOT_FORMATS.get(target.suffix.lower())
-    if fmt is None:
-        raise ArchspecError(f'cannot tell the image format of "{target}"; use one of '
-                            f"{', '.join(_PLOT_FORMATS)}", file=str(target))
+    fmt = figure_format(path, fmt)  # a bad name fails before the schedule is computed
     if steps_per_epoch is None:
         steps_per_epoch = 100 if recipe.schedule.interval == "batch" else 1
     values = list(lrs) if lrs is not None else lr_curve(recipe, steps_per_epoch)
-    xs = [i / steps_per_epoch for i in range(len(values) + 1)]
-    values = values + values[-1:]  # the last step lasts until the end of the run
-
-    fig = Figure(figsize=(7.0, 3.6), dpi=120, layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(xs[: len(values)], values, linewidth=1.6, drawstyle="steps-post")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate")
-    ax.set_title(f"{recipe.name}: {recipe.optimizer.describe()}, {recipe.schedule.describe()}", fontsize=10)
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    ax.grid(alpha=0.3)
-    ax.set_xlim(0, max(xs[-1], 1))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return atomic_write_bytes(target, buffer.getvalue())
-    except OSError as e:
-        raise ArchspecError(f"cannot write the plot ({e.strerror})", file=str(target)) from None
+    title = f"{recipe.name}: {recipe.optimizer.describe()}, {recipe.schedule.describe()}"
+    return write_figure(lr_figure(values, steps_per_epoch, title=title), path, fmt=fmt,
+                        dpi=dpi or DEFAULT_DPI, make_folder=True)

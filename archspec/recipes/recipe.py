@@ -252,7 +252,7 @@ class EmaConfig(_Section):
 
 @dataclass(frozen=True)
 class WhitenConfig(_Section):
-    """Settings of ``init: whiten`` (archspec.init_whiten): how many training images to take
+    """Settings of ``init: whiten`` (archspec.train.whiten): how many training images to take
     patches from, the eigenvalue floor `eps`, and whether the whitened weights stay frozen."""
 
     samples: int = 5000
@@ -277,7 +277,7 @@ class Recipe:
     augment: str | list[Any] = "none"
     normalize: bool | dict[str, list[float]] = True
     precision: str = "auto"
-    compile: str | bool = "auto"  # auto | false | true | a torch.compile mode (archspec.train.compiling)
+    compile: str | bool = "auto"  # auto | false | true | a torch.compile mode (archspec.train.torch_compile)
     seed: int = 0
     eval_every: int = 1
     drop_last: bool = False  # drop each epoch's last partial training batch

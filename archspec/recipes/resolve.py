@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from archspec.catalog import IMAGEFOLDER_PREFIX, dataset_info
 from archspec.errors import ArchspecError, did_you_mean
 from archspec.recipes.recipe import (
     COMMON_OPTIMIZER_KEYS,
@@ -411,16 +412,9 @@ def _most_relevant(errors: list) -> Any:
 
 
 def _validate_schema(data: dict, origins: _Origins) -> None:
-    from jsonschema import Draft202012Validator
+    from archspec.spec.schema_check import check_schema
 
-    from archspec.spec.schema_check import message_for
-
-    errors = list(Draft202012Validator(recipe_schema()).iter_errors(data))
-    if not errors:
-        return
-    error = _most_relevant(errors)
-    sub_path, message = message_for(error)
-    raise origins.error(message, sub_path)
+    check_schema(data, recipe_schema(), lambda path, message: origins.error(message, path), choose=_most_relevant)
 
 
 def _keys_text(keys: Iterable[str]) -> str:
@@ -459,8 +453,7 @@ def _check_semantics(data: dict, origins: _Origins) -> None:
                                 "steps", ("augment",))
 
     dataset = data.get("dataset")
-    if isinstance(dataset, str) and not dataset.startswith("imagefolder:"):
-        from archspec.data.info import dataset_info
+    if isinstance(dataset, str) and not dataset.startswith(IMAGEFOLDER_PREFIX):
 
         try:
             dataset_info(dataset)

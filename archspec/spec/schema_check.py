@@ -6,6 +6,7 @@ We turn the most relevant jsonschema error into one `ArchspecError` line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -110,16 +111,33 @@ def _expected(schema: dict) -> str:
     return text
 
 
+def check_schema(
+    data: Any,
+    schema: dict,
+    error_at: Callable[[tuple, str], ArchspecError],
+    *,
+    choose: Callable[[list[ValidationError]], ValidationError] = best_match,
+) -> None:
+    """Raise the most relevant way `data` breaks `schema`, or return if it fits.
+
+    The one schema-check helper: specs, layer options and recipes differ only in how they turn a
+    key path into a position (`error_at(path, message)`), and recipes in which error they prefer
+    (`choose`, default jsonschema's best match).
+    """
+    errors = list(Draft202012Validator(schema).iter_errors(data))
+    if errors:
+        path, message = message_for(choose(errors))
+        raise error_at(path, message)
+
+
 def validate_against(
     data: Any, schema: dict, positions: Positions, file: str | None, *, prefix: tuple = ()
 ) -> None:
-    """Raise the most relevant schema violation of `data` as an ArchspecError (or return)."""
-    validator = Draft202012Validator(schema)
-    errors = list(validator.iter_errors(data))
-    if not errors:
-        return
-    error = best_match(errors)
-    path, message = message_for(error)
-    full = prefix + path
-    line, col = locate(positions, full)
-    raise ArchspecError(message, file=file, line=line, col=col, path=dotted(full) or "(top level)")
+    """`check_schema` for data read from one YAML file: errors point at its positions."""
+
+    def error_at(path: tuple, message: str) -> ArchspecError:
+        full = prefix + path
+        line, col = locate(positions, full)
+        return ArchspecError(message, file=file, line=line, col=col, path=dotted(full) or "(top level)")
+
+    check_schema(data, schema, error_at)

@@ -1,23 +1,36 @@
 """Training and evaluation: `train(spec, recipe, ...)` and `evaluate(spec, checkpoint, ...)`.
 
 The names are resolved lazily so that importing `archspec.train` (e.g. for `RunResult` in a
-type hint, or by the CLI module at start-up) does not pull in torch until something runs.
+type hint, or by the CLI module at start-up) does not pull in torch until something runs. No
+submodule shares a public name (the evaluation code lives in `evaluation`, not `evaluate`): a
+submodule is bound as an attribute of the package when it is first imported, which would
+replace the function of the same name.
+
+Modules: `loop` (the phases of a run), `setup` (set-up phase), `state` (the `Run` every phase
+carries), `checkpoint` (what checkpoints hold, resume checks), `observers` (progress, run files,
+plots, and the seam for loggers), `evaluation`, `prepare` (spec + recipe for a run, as the CLI and
+sweeps choose them), and the single concerns `device`, `distributed`, `ema`, `tta`, `whiten`,
+`torch_compile`, `stop`, `rundir`, `report`, `plots`.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 __all__ = ["EvalResult", "RunResult", "evaluate", "train"]
 
+_HOMES = {"train": "loop", "RunResult": "state", "evaluate": "evaluation", "EvalResult": "evaluation"}
+
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "RunResult"):
-        from archspec.train import loop
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'archspec.train' has no attribute {name!r}")
+    value = getattr(import_module(f"archspec.train.{home}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-        return getattr(loop, name)
-    if name in ("evaluate", "EvalResult"):
-        from archspec.train import evaluate as evaluate_module
 
-        return getattr(evaluate_module, name)
-    raise AttributeError(f"module 'archspec.train' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,6 +9,13 @@ A checkpoint records which spec produced it (name + a fingerprint of the resolve
 parameter shapes) so that resuming or evaluating with a different spec fails with a sentence
 naming the difference ("layer 3.weight is [32, 16, 3, 3] in the checkpoint but [64, 16, 3, 3] in
 the spec") instead of PyTorch's wall of missing/unexpected state_dict keys.
+
+A training run's checkpoint (`run_payload`, written by `save_run` at the end of every epoch and
+once before the first) holds everything an exact resume needs: the module, optimizer, scheduler,
+scaler and EMA states, every RNG state, and the run's `History` (metrics, per-step lr and loss,
+timings). `ResumePoint` reads one back and owns the resume checks: the same dataset, spec
+(name, fingerprint, layer shapes), number of processes and the recipe keys whose state the
+checkpoint carries (`RESUME_FROZEN_KEYS`).
 """
 
 from __future__ import annotations
@@ -16,16 +23,26 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from archspec.errors import ArchspecError
+from archspec.io import atomic_write_bytes, torch_save_bytes
+from archspec.train.state import History
+
+if TYPE_CHECKING:
+    from archspec.train.state import Run
 
 FORMAT = "archspec.checkpoint"
 VERSION = 1
+
+# Recipe keys a resumed run may not change: their state (optimizer moments, scheduler position,
+# steps per epoch) comes from the checkpoint, so a new value would be silently ignored or break.
+RESUME_FROZEN_KEYS = ("optimizer", "schedule", "batch_size", "ema", "drop_last")
 
 # Keys of a resolved spec that document a model but do not change it: editing them must not
 # make an old checkpoint "a different spec".
@@ -209,3 +226,135 @@ def check_compatible(ckpt: dict[str, Any], *, spec_name: str, fingerprint: str,
                                 hint="resuming needs the identical resolved spec (see spec.yaml in the run directory)")
         warnings.append(msg)
     return warnings
+
+
+def recipe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The top-level recipe keys whose values differ (compared as plain data)."""
+    keys = sorted(set(old) | set(new))
+    return [k for k in keys if plain(old.get(k)) != plain(new.get(k))]
+
+
+# --- a training run's checkpoint -----------------------------------------------------------------
+
+
+def run_payload(run: Run) -> dict[str, Any]:
+    """Everything `last.pt` / `best.pt` hold for `run` as it is now (weights_only-loadable)."""
+    model_state = run.module.state_dict()
+    h = run.history
+    return {
+        "format": FORMAT, "version": VERSION, "torch_version": str(torch.__version__),
+        "spec_name": run.spec.name, "spec_fingerprint": run.fingerprint,
+        "param_shapes": param_shapes(model_state),
+        "recipe": run.recipe_dict, "dataset": run.dataset, "limits": dict(run.limits),
+        "epoch": h.epoch,
+        "data_epoch": h.epoch + 1,  # the epoch whose data order comes next
+        "model": model_state,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "scheduler_interval": run.sched_interval,
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "ema": run.ema.state_dict() if run.ema is not None else None,  # the averaged weights `archspec eval` uses
+        "rng": capture_rng(run.device),
+        "metrics": [dict(row) for row in h.metrics],
+        "best_test_acc": h.best_test_acc, "best_epoch": h.best_epoch, "first_loss": h.first_loss,
+        "lr_history": torch.tensor(h.lr_history, dtype=torch.float64),
+        "step_losses": torch.tensor(h.step_losses, dtype=torch.float32),
+        "train_seconds": h.train_seconds, "train_phase_seconds": h.train_phase_seconds,
+        "images_seen": h.images_seen, "compile_seconds": h.compile_seconds,
+        "world_size": run.group.world_size,
+    }
+
+
+def save_run(run: Run, *, best: bool) -> None:
+    """Write last.pt (and best.pt when `best`) atomically; only rank 0 writes."""
+    if not run.group.is_main:
+        return
+    data = torch_save_bytes(run_payload(run))
+    atomic_write_bytes(run.out / "last.pt", data)
+    if best:
+        atomic_write_bytes(run.out / "best.pt", data)
+
+
+def _floats(ckpt: dict[str, Any], key: str) -> list[float]:
+    return [float(v) for v in ckpt[key].tolist()] if ckpt.get(key) is not None else []
+
+
+@dataclass
+class ResumePoint:
+    """A run's checkpoint opened for `train(..., resume=...)`, with the checks a resume must pass."""
+
+    file: Path
+    ckpt: dict[str, Any]
+
+    @classmethod
+    def open(cls, where: str | Path) -> ResumePoint:
+        file = checkpoint_path(where, prefer="last.pt")
+        return cls(file, load_checkpoint(file))
+
+    def limits(self, limit_train: int | None, limit_test: int | None) -> dict[str, int | None]:
+        """The run's own data subset unless asked otherwise: a different subset would change the steps
+        per epoch and the batches, and the resumed run would not be the run it continues."""
+        saved = self.ckpt.get("limits") or {}
+        return {"train": limit_train if limit_train is not None else saved.get("train"),
+                "test": limit_test if limit_test is not None else saved.get("test")}
+
+    def check_dataset(self, dataset: str) -> None:
+        saved = self.ckpt.get("dataset")
+        if saved and str(saved) != dataset:
+            raise ArchspecError(f'the run was trained on "{saved}", not "{dataset}"', file=str(self.file),
+                                hint="resume on the same dataset (drop --data, or pass the original one)")
+
+    def check_model(self, *, spec_name: str, fingerprint: str, model_state: dict[str, torch.Tensor],
+                    world_size: int) -> None:
+        """The same spec (strictly: name, fingerprint, shapes) on the same number of processes."""
+        check_compatible(self.ckpt, spec_name=spec_name, fingerprint=fingerprint, model_state=model_state,
+                         file=str(self.file), strict=True)
+        saved_world = int(self.ckpt.get("world_size") or 1)
+        if saved_world != world_size:  # the shards and the steps per epoch would differ
+            raise ArchspecError(f"the run was trained on {saved_world} process(es), this resume has "
+                                f"{world_size}", file=str(self.file),
+                                hint=f"resume with --devices {saved_world}" if saved_world > 1
+                                else "resume without --devices / torchrun")
+
+    def check_recipe(self, recipe_dict: dict[str, Any]) -> list[str]:
+        """The recipe keys that changed since the run started; an error when a frozen one did."""
+        old = self.ckpt.get("recipe") or {}
+        changed = recipe_differences(old, recipe_dict)
+        frozen = [k for k in changed if k in RESUME_FROZEN_KEYS]
+        if frozen:
+            what = "; ".join(f"{k}: {old.get(k)!r} in the run, {recipe_dict.get(k)!r} now" for k in frozen)
+            raise ArchspecError(f"cannot resume with a different {', '.join(frozen)} ({what})",
+                                file=str(self.file),
+                                hint="the optimizer and LR-schedule state continue from the checkpoint; resume "
+                                     "with the run's own recipe (no --recipe/--lr/--batch-size) or start a new run")
+        return changed
+
+    def history(self) -> History:
+        c = self.ckpt
+        return History(
+            epoch=int(c["epoch"]), metrics=[dict(row) for row in c.get("metrics", [])],
+            best_test_acc=c.get("best_test_acc"), best_epoch=c.get("best_epoch"), first_loss=c.get("first_loss"),
+            lr_history=_floats(c, "lr_history"), step_losses=_floats(c, "step_losses"),
+            train_seconds=float(c.get("train_seconds", 0.0)),
+            train_phase_seconds=float(c.get("train_phase_seconds", 0.0)),
+            images_seen=int(c.get("images_seen", 0)), compile_seconds=float(c.get("compile_seconds", 0.0)),
+        )
+
+    def restore(self, run: Run, changed: list[str]) -> None:
+        """Put the run's module, optimizer, scheduler, scaler, EMA and RNG states back as saved."""
+        c = self.ckpt
+        run.module.load_state_dict(c["model"])
+        try:
+            run.optimizer.load_state_dict(c["optimizer"])
+            if run.scheduler is not None and c.get("scheduler") is not None:
+                run.scheduler.load_state_dict(c["scheduler"])
+            if run.scaler is not None and c.get("scaler") is not None:
+                run.scaler.load_state_dict(c["scaler"])
+            if run.ema is not None and c.get("ema") is not None:
+                run.ema.load_state_dict(c["ema"])
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise ArchspecError(f"cannot restore the optimizer/schedule state ({type(exc).__name__}: {first}): "
+                                f"the recipe differs from the run's in {', '.join(changed) or 'its optimizer or schedule'}",
+                                file=str(self.file), hint="resume with the run's own recipe (leave out --recipe)") from None
+        restore_rng(c["rng"])

@@ -16,8 +16,15 @@ from archspec.errors import ArchspecError
 TTA_MODES = ("none", "flip", "flip_translate")
 
 
-def _mirror(model, x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * model(x) + 0.5 * model(x.flip(-1))
+# The views of each mode as (weight, shift): a shift of d takes the window of the image padded by
+# one pixel (reflect) whose top-left corner is at (1 + d, 1 + d), so -1 and +1 are the two
+# diagonal one-pixel shifts. Every view is averaged with its mirror image.
+_VIEWS = {"flip": ((1.0, 0),), "flip_translate": ((0.5, 0), (0.25, -1), (0.25, 1))}
+
+
+def _view_pair(model, x: torch.Tensor) -> torch.Tensor:
+    """The mean logits of `x` and of its left-right mirror image."""
+    return (model(x) + model(x.flip(-1))) / 2
 
 
 def tta_logits(model, x: torch.Tensor, mode: str = "none") -> torch.Tensor:
@@ -28,12 +35,14 @@ def tta_logits(model, x: torch.Tensor, mode: str = "none") -> torch.Tensor:
         raise ArchspecError(f'unknown tta "{mode}"; choose one of {", ".join(TTA_MODES)}', path="tta")
     if x.ndim != 4:
         raise ArchspecError(f"tta {mode} needs image batches [B, C, H, W], got shape {list(x.shape)}", path="tta")
-    logits = _mirror(model, x)
-    if mode == "flip":
-        return logits
     h, w = x.shape[-2:]
-    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    up_left = padded[:, :, 0:h, 0:w]
-    down_right = padded[:, :, 2:h + 2, 2:w + 2]
-    shifted = 0.5 * _mirror(model, up_left) + 0.5 * _mirror(model, down_right)
-    return 0.5 * logits + 0.5 * shifted
+    padded = None
+    total = None
+    for weight, shift in _VIEWS[mode]:
+        view = x
+        if shift:
+            padded = F.pad(x, (1, 1, 1, 1), mode="reflect") if padded is None else padded
+            view = padded[:, :, 1 + shift:1 + shift + h, 1 + shift:1 + shift + w]
+        term = weight * _view_pair(model, view)
+        total = term if total is None else total + term
+    return total

@@ -12,7 +12,7 @@ Values (a recipe's `compile`):
 
 Only the training forward/backward is compiled; evaluation runs the plain module (a compiled model
 switched to eval() would compile a second graph for a few hundred test batches). Checkpoints
-store the plain module's state_dict (`loop._unwrap` strips the wrapper), so compiled and eager runs
+store the plain module's state_dict (`Run.module` is the unwrapped model), so compiled and eager runs
 write interchangeable files.
 
 Why compile time is reported apart: the first step of each batch shape triggers a compilation that

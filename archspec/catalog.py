@@ -1,7 +1,10 @@
-"""What each named dataset is: shape, classes, normalisation. Pure data, no torch import.
+"""The dataset catalog: what each dataset name means (shape, classes, normalisation). No torch.
 
-The spec language uses this (``dataset: cifar10`` implies ``input: [3, 32, 32]`` and
-``classes: 10``) and so does validation, which must not import torch.
+Shared by the spec language (``dataset: cifar10`` implies ``input: [3, 32, 32]`` and
+``classes: 10``, and `archspec validate` must not import torch), recipes (which check the name)
+and `archspec.data` (which loads the images), so none of them reaches into another for these
+facts. The one fact not known from the name alone, an image folder's shape and classes, is read
+from disk by `archspec.data` when `describe` is asked for it.
 """
 
 from __future__ import annotations
@@ -53,10 +56,27 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+IMAGEFOLDER_PREFIX = "imagefolder:"
+
+
 def dataset_info(name: str) -> DatasetInfo:
     """Metadata for a dataset name. ``imagefolder:PATH`` has no fixed metadata and is not handled here."""
     key = name.lower()
     if key not in DATASETS:
         raise ArchspecError(f'unknown dataset "{name}"{did_you_mean(key, DATASETS)}; '
-                            f"known: {', '.join(DATASETS)}, imagefolder:PATH")
+                            f"known: {', '.join(DATASETS)}, {IMAGEFOLDER_PREFIX}PATH")
     return DATASETS[key]
+
+
+def describe(name: str) -> DatasetInfo:
+    """Metadata for any dataset a spec may name, ``imagefolder:PATH`` included.
+
+    An image folder's shape and classes are facts about files on disk, not about the name: they
+    are read by `archspec.data.datasets.imagefolder_info` (which decodes one image, so imports
+    torch). That import happens here, on first use, so named datasets stay torch-free.
+    """
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        from archspec.data.datasets import imagefolder_info
+
+        return imagefolder_info(name)
+    return dataset_info(name)

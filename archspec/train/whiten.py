@@ -9,7 +9,9 @@ negated filters, so a following GELU/ReLU keeps both signs of each component; wi
 the components of largest variance are kept.
 
 Eigenvalues come from `torch.linalg.eigh` in float64 for stability; the weights are then cast to
-the conv's dtype. No random numbers are drawn, so exact resume is unaffected.
+the conv's dtype. No random numbers are drawn, so exact resume is unaffected. The set-up phase
+(archspec.train.setup) takes the images from the training loader's `raw_images` (un-augmented,
+as stored) and calls `whiten_first_conv` before the first step.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from archspec.data.normalize import normalize
 from archspec.errors import ArchspecError
 
 
@@ -64,9 +67,7 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor, eps: float = 5.0e-
                             f"takes {conv.in_channels} channels")
     x = images.to(conv.weight.device)
     if x.dtype == torch.uint8:
-        x = x.float() / 255
-        if mean is not None and std is not None:
-            x = (x - mean.to(x.device)) / std.to(x.device)
+        x = normalize(x, mean, std)
     filters = patch_whitening_filters(x.float(), conv.kernel_size, eps)
     dims, out = filters.shape[0], conv.out_channels
     if out == 2 * dims:
@@ -83,18 +84,3 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor, eps: float = 5.0e-
     if freeze:
         conv.weight.requires_grad_(False)
     return conv
-
-
-def training_images(train_batches, count: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(the first `count` training images as stored, uint8; mean; std) from a loader's train batches.
-
-    Works with both paths of `archspec.data.loader` (device-resident and per-sample DataLoader);
-    the images are the raw, un-augmented ones, as airbench uses.
-    """
-    source = train_batches
-    if getattr(source, "images", None) is None:
-        source = getattr(getattr(source, "loader", None), "dataset", None)
-    images = getattr(source, "images", None)
-    if images is None:
-        raise ArchspecError("init: whiten cannot reach the training images of this data loader")
-    return images[:count], getattr(source, "mean", None), getattr(source, "std", None)

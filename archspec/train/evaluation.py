@@ -87,6 +87,7 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
     """
     import archspec
     from archspec.data.loader import make_test_loader
+    from archspec.recipes.recipe import RECIPE_DEFAULTS
     from archspec.train.checkpoint import check_compatible, checkpoint_path, load_checkpoint, spec_fingerprint
 
     if not hasattr(spec, "resolved"):
@@ -94,9 +95,10 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
     path = checkpoint_path(checkpoint, prefer="best.pt")
     ckpt = load_checkpoint(path)
     dev = resolve_device(device)
-    recipe: dict[str, Any] = ckpt.get("recipe") or {}
+    saved = {k: v for k, v in (ckpt.get("recipe") or {}).items() if v is not None}
+    recipe: dict[str, Any] = {**RECIPE_DEFAULTS, **saved}  # the run's recipe, as trained
     try:  # evaluate in the precision the run trained in, so the numbers match its metrics
-        precision = resolve_precision(recipe.get("precision", "auto"), dev)
+        precision = resolve_precision(recipe["precision"], dev)
     except ArchspecError:  # e.g. an fp16 (CUDA) run evaluated on a CPU
         precision = resolve_precision("auto", dev)
 
@@ -115,14 +117,14 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
         raise ArchspecError("no dataset to evaluate on: the spec has no `dataset:`; pass --data NAME")
     bundle = make_test_loader(  # the test split only: no time spent decoding the training images
         ds, input_shape=tuple(spec.input_shape), num_classes=spec.num_classes,
-        batch_size=int(batch_size or DEFAULT_EVAL_BATCH), normalize=recipe.get("normalize", True),
-        data_dir=data_dir, limit_test=limit_test, device=str(dev), seed=int(recipe.get("seed", 0) or 0),
+        batch_size=int(batch_size or DEFAULT_EVAL_BATCH), normalize=recipe["normalize"],
+        data_dir=data_dir, limit_test=limit_test, device=str(dev), seed=int(recipe["seed"]),
     )
     num_classes = spec.num_classes or len(bundle.class_names)
     try:
         loss, acc, class_correct, class_total, seen = evaluate_loader(
             model, bundle.test, device=dev, precision=precision, channels_last=channels_last,
-            num_classes=num_classes, tta=recipe.get("tta") or "none")
+            num_classes=num_classes, tta=recipe["tta"])
     except torch.OutOfMemoryError:
         size = int(batch_size or DEFAULT_EVAL_BATCH)
         raise ArchspecError(f"out of GPU memory evaluating with batch size {size}",
