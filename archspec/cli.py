@@ -152,7 +152,8 @@ def _print_kinds() -> None:
         return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
     table = Table(title="layer kinds (docs/spec-language.md#kinds)", title_justify="left", header_style="bold")
-    for col in ("kind", "aliases", "scalar sets", "options (default)", "what"):
+    table.add_column("kind", no_wrap=True)
+    for col in ("aliases", "scalar sets", "options (default)", "what"):
         table.add_column(col)
     for kind in sorted(dict.fromkeys(REGISTRY.values()), key=lambda k: k.name):
         opts = ", ".join(f"{k} {word(v['default'])}" if "default" in v else f"{k} (required)"

@@ -358,6 +358,41 @@ def test_attention_macs_are_flop_counter_macs(write):
     assert block.macs == attention + 2 * 17 * 32 * 64
 
 
+# --- Swin ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size,shift", [((14, 14), 3), ((14, 14), 0), ((7, 7), 3), ((10, 12), 3), ((16, 9), 3)])
+def test_window_attention_is_torchvisions_shifted_window_attention(write, size, shift):
+    """Padding to whole windows, the cyclic shift and its mask, and the relative position bias
+    (its index buffer too) agree with torchvision's module for the same weights."""
+    from torchvision.models.swin_transformer import ShiftedWindowAttention
+
+    h, w = size
+    spec = load(write, f"input: [32, {h}, {w}]\nclasses: 2\nlayers: [window_attention: {{heads: 4, shift: {shift}}}, "
+                       "gap, flatten, linear: classes]\n")
+    ours = built(spec).window_attention1
+    torch.manual_seed(1)
+    ref = ShiftedWindowAttention(32, [7, 7], [shift, shift], 4).eval()
+    with torch.no_grad():
+        ref.relative_position_bias_table.normal_()
+    assert torch.equal(ours.relative_position_index, ref.relative_position_index)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, h, w, 32)
+    assert torch.allclose(ours(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1), ref(x), atol=1e-5)
+
+
+def test_patch_merging_is_torchvisions(write):
+    from torchvision.models.swin_transformer import PatchMerging
+
+    spec = load(write, "input: [16, 7, 9]\nclasses: 2\nlayers: [patch_merging, gap, flatten, linear: classes]\n")
+    assert spec.layers[0].out_shape == (32, 4, 5)
+    ours = built(spec).patch_merging1
+    ref = PatchMerging(16)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 7, 9, 16)
+    assert torch.allclose(ours(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1), ref(x), atol=1e-6)
+
+
 # --- imported modules -----------------------------------------------------------------------------
 
 

@@ -6,7 +6,8 @@ dropout.py; droppath -> droppath.py; relu/relu6/gelu/hardswish/... -> activation
 flatten/linear -> linear.py; resblock -> resblock.py; sequence/residual/parallel -> composite.py;
 layerscale -> layerscale.py; chunk/channel_shuffle -> channels.py; patchify -> patchify.py;
 class_token/pos_embed/token_pool -> tokens.py; attention -> attention.py; encoder_block ->
-encoder_block.py; module (custom import, opt-in) -> custom.py; scale -> scale.py.
+encoder_block.py; window_attention/patch_merging (Swin) -> window_attention.py; module (custom
+import, opt-in) -> custom.py; scale -> scale.py.
 nn.Modules PyTorch lacks -> modules.py.
 """
 
@@ -30,6 +31,7 @@ from archspec.layers import (  # noqa: F401
     resblock,
     scale,
     tokens,
+    window_attention,
 )
 from archspec.layers.base import REGISTRY, LayerKind, Shape, ShapeError, fmt_shape, unknown_kind_message
 

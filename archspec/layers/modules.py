@@ -11,7 +11,8 @@ from torch import nn
 
 # What `archspec show --code` may copy into generated code (each kind's `code()` calls these by name).
 __all__ = ["Residual", "ResBlock", "Parallel", "Scale", "dirac_init", "LayerNorm2d", "LayerScale", "Chunk", "Patchify",
-           "ClassToken", "PositionEmbedding", "TokenPool", "SelfAttention", "EncoderBlock"]
+           "ClassToken", "PositionEmbedding", "TokenPool", "SelfAttention", "EncoderBlock", "WindowAttention",
+           "PatchMerging"]
 
 
 class Residual(nn.Module):
@@ -235,3 +236,85 @@ class EncoderBlock(nn.Module):
     def forward(self, x):
         x = x + self.dropout(self.self_attention(self.ln_1(x)))
         return x + self.mlp(self.ln_2(x))
+
+
+class WindowAttention(nn.Module):
+    """Swin's (shifted) window attention on an image [B, C, H, W].
+
+    The map is padded to whole windows, optionally rolled by `shift` pixels (so windows straddle
+    the previous block's window borders), cut into `window` x `window` windows, and each window
+    attends within itself with a learned bias per relative position and head. Pixels that the
+    roll brought together from opposite edges are kept apart by a -100 mask. Where the window
+    covers the whole (padded) map in a direction, there is nothing to shift in that direction.
+    """
+
+    def __init__(self, dim: int, heads: int, window: int = 7, shift: int = 0, attention_dropout: float = 0.0,
+                 dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.heads, self.window, self.shift = heads, window, shift
+        self.attention_dropout, self.dropout = attention_dropout, dropout
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        # for each (query, key) pair of a window: which row of the table holds their bias
+        ys, xs = torch.arange(window * window).div(window, rounding_mode="floor"), torch.arange(window * window) % window
+        dy = ys[:, None] - ys[None, :] + window - 1
+        dx = xs[:, None] - xs[None, :] + window - 1
+        self.register_buffer("relative_position_index", (dy * (2 * window - 1) + dx).flatten())
+
+    def _regions(self, size: int, shift: int) -> torch.Tensor:
+        """Label each row (or column) of the rolled map by the strip of the unrolled map it came from."""
+        labels = torch.zeros(size, dtype=torch.long, device=self.relative_position_index.device)
+        if shift:
+            labels[size - self.window:] = 1
+            labels[size - shift:] = 2
+        return labels
+
+    def _mask(self, hp: int, wp: int, sh: int, sw: int) -> torch.Tensor:
+        """[windows, N, N]: 0 between pixels of the same strip pair, -100 between the others."""
+        w = self.window
+        region = self._regions(hp, sh)[:, None] * 3 + self._regions(wp, sw)[None, :]
+        region = region.view(hp // w, w, wp // w, w).transpose(1, 2).reshape(-1, w * w)
+        return (region[:, :, None] != region[:, None, :]).float() * -100.0
+
+    def forward(self, x):
+        b, c, h, w_ = x.shape
+        w, heads = self.window, self.heads
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.pad(x, (0, 0, 0, (w - w_ % w) % w, 0, (w - h % w) % w))
+        hp, wp = x.shape[1], x.shape[2]
+        sh, sw = (self.shift if w < hp else 0), (self.shift if w < wp else 0)
+        if sh or sw:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        n = (hp // w) * (wp // w)  # windows per image
+        windows = x.reshape(b, hp // w, w, wp // w, w, c).transpose(2, 3).reshape(b, n, w * w, c)
+        q, k, v = self.qkv(windows).reshape(b, n, w * w, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5)
+        bias = self.relative_position_bias_table[self.relative_position_index]
+        mask = bias.view(w * w, w * w, heads).permute(2, 0, 1)  # [heads, N, N]
+        if sh or sw:
+            mask = mask + self._mask(hp, wp, sh, sw)[:, None]  # [windows, heads, N, N]
+        out = nn.functional.scaled_dot_product_attention(  # q, k, v: [b, windows, heads, N, c / heads]
+            q, k, v, attn_mask=mask.to(q.dtype), dropout_p=self.attention_dropout if self.training else 0.0)
+        out = self.proj(out.transpose(2, 3).reshape(b, n, w * w, c))
+        out = nn.functional.dropout(out, self.dropout, self.training)
+        out = out.reshape(b, hp // w, wp // w, w, w, c).transpose(2, 3).reshape(b, hp, wp, c)
+        if sh or sw:
+            out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
+        return out[:, :h, :w_].permute(0, 3, 1, 2)
+
+
+class PatchMerging(nn.Module):
+    """Swin's downsampling, [B, C, H, W] -> [B, 2C, H/2, W/2]: the four pixels of each 2x2 cell
+    (offsets (0,0), (1,0), (0,1), (1,1), as Swin orders them) side by side as 4C channels, a
+    LayerNorm over them, and a linear map to 2C. Odd sizes are padded by one."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim, eps=eps)
+
+    def forward(self, x):
+        x = nn.functional.pad(x, (0, x.shape[3] % 2, 0, x.shape[2] % 2))
+        x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], dim=1)
+        return self.reduction(self.norm(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)

@@ -129,6 +129,19 @@ _VIT = [
     (r"linear1\.", "heads.head."),
 ]
 
+_SWIN_AT = {("1", "layernorm1"): "norm1", ("1", "window_attention1"): "attn",
+            ("2", "layernorm1"): "norm2", ("2", "conv1"): "mlp.0", ("2", "conv2"): "mlp.3"}
+
+_SWIN = [
+    (r"features\.conv1\.", "features.0.0."),
+    (r"features\.layernorm1\.", "features.0.2."),  # after a Permute in torchvision
+    (r"features\.(stage\d)\.repeat1\.swin(\d+)\.residual(\d)\.body\.(\w+)\.",
+     lambda k: f"features.{k.pos(1) - 1}.{k.num(2, -1)}.{_SWIN_AT[k[3], k[4]]}."),
+    (r"features\.(patch_merging\d)\.", lambda k: f"features.{k.pos(1) - 1}."),
+    (r"layernorm1\.", "norm."),
+    (r"linear1\.", "head."),
+]
+
 RULES: dict[str, list] = {
     "alexnet": _FEATURES_CLASSIFIER,
     "densenet121": _DENSENET,
@@ -143,6 +156,7 @@ RULES: dict[str, list] = {
     "resnet50": _RESNET_BOTTLENECK,
     "shufflenet_v2_x1_0": _SHUFFLENET,
     "squeezenet1_0": _SQUEEZENET,
+    "swin_t": _SWIN,
     "vgg11": _FEATURES_CLASSIFIER,
     "vgg11_bn": _FEATURES_CLASSIFIER,
     "vgg16": _FEATURES_CLASSIFIER,
