@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from archspec.cli_help import App, version_text
 from archspec.errors import ArchspecError
+from archspec.terminal import AutoWidthConsole
 from archspec.train.distributed import (
     argv_from_context,
     check_devices,
@@ -25,16 +26,16 @@ from archspec.train.distributed import (
     torchrun_worker,
 )
 
-app = typer.Typer(
+app = App(  # typer.Typer whose help names values for people: SPEC, RUN..., N (archspec.cli_help)
     name="archspec",
     help="Declarative image-classifier specs: count parameters, train, compare.\n\n"
     "Example: archspec count specs/variant2.yaml",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = AutoWidthConsole()  # COLUMNS, else the terminal's width, else (a file or pipe) no limit
+err_console = AutoWidthConsole(stderr=True)
 
 
 def fail(error: ArchspecError | str, code: int = 2) -> None:
@@ -61,6 +62,20 @@ def user_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print archspec's version (and torch's) and exit")] = False,
+) -> None:
+    """Declarative image-classifier specs: count parameters, train, compare."""
 
 
 # --- core commands: count, validate, show -----------------------------------------------------
@@ -195,6 +210,9 @@ def show(
 # --- train / eval (archspec/train) -------------------------------------------------------------
 
 TRAIN_EXIT_CODES = {"completed": 0, "interrupted": 130, "diverged": 3}
+DEFAULT_LOG_EVERY = 30.0  # archspec.train.report.DEFAULT_LOG_EVERY_S (not imported: it pulls in rich.progress)
+LogEveryOpt = Annotated[float, typer.Option("--log-every", min=0, help="seconds between progress lines inside "
+                                            "an epoch when the output is not a terminal (0: none)")]
 
 
 def _load_for_run(spec: Path, data: str | None, run: Path | None, allow_import: bool):
@@ -227,6 +245,8 @@ def train(
     limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
     seed: Annotated[int | None, typer.Option(help="random seed (same as --set seed=N)")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (same as --set "
+                                                "threads=N; default: torch's, one per core)", min=1)] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="parent of new run directories")] = Path("runs"),
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="exact run directory (default: "
                                                  "RUNS_DIR/<spec>-<recipe>-<time>)")] = None,
@@ -234,6 +254,7 @@ def train(
                                                 "from its last.pt")] = None,
     workers: Annotated[int | None, typer.Option(help="data-loading worker processes", min=0)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or per-epoch rows")] = False,
+    log_every: LogEveryOpt = DEFAULT_LOG_EVERY,
     allow_import: AllowImportOpt = False,
     devices: Annotated[int | None, typer.Option("--devices", help="train on N processes/GPUs with torchrun + "
                                                 "DDP (batch size is per process)", min=1)] = None,
@@ -253,9 +274,8 @@ def train(
     from archspec.train.loop import train as run_training
     from archspec.train.prepare import prepare_run
 
-    overrides = [*(set_ or []), *([f"seed={seed}"] if seed is not None else [])]
-    inputs = prepare_run(spec, recipe=recipe, overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr,
-                         data=data, resume=resume, allow_import=allow_import)
+    inputs = prepare_run(spec, recipe=recipe, overrides=list(set_ or []), epochs=epochs, batch_size=batch_size,
+                         lr=lr, seed=seed, threads=threads, data=data, resume=resume, allow_import=allow_import)
     for note in inputs.notes:
         err_console.print(note, highlight=False)
     init_weights = None
@@ -266,7 +286,7 @@ def train(
     result = run_training(
         inputs.spec, inputs.recipe, dataset=inputs.spec.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
         runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
-        console=console, progress=not quiet, quiet=quiet, init_weights=init_weights,
+        console=console, progress=not quiet, quiet=quiet, log_every=log_every, init_weights=init_weights,
     )
     code = TRAIN_EXIT_CODES.get(result.status, 1)
     if code:
@@ -293,8 +313,7 @@ def eval_(
     """
     import json
 
-    from rich.table import Table
-
+    from archspec.tables import Column, print_table
     from archspec.train.evaluation import evaluate
 
     loaded = _load_for_run(spec, data, checkpoint, allow_import)
@@ -308,22 +327,20 @@ def eval_(
                           "per_class": [{"class": c, "correct": k, "total": t, "acc": a}
                                         for c, k, t, a in result.per_class]}, indent=1))
         return
-    console.print(f"{result.checkpoint} (epoch {result.epoch}) on {result.num_images:,} test images: "
-                  f"test loss {result.test_loss:.4f}, test accuracy {100 * result.test_acc:.2f}%", highlight=False,
-                  soft_wrap=True)
-    table = Table(title="per-class accuracy")
-    table.add_column("class")
-    table.add_column("correct", justify="right")
-    table.add_column("total", justify="right")
-    table.add_column("accuracy", justify="right")
-    for name, correct, total, acc in result.per_class:
-        table.add_row(str(name), str(correct), str(total), "-" if total == 0 else f"{100 * acc:.2f}%")
-    console.print(table)
+    console.print(f"{escape(str(result.checkpoint))} (epoch {result.epoch}) on {result.num_images:,} test images: "
+                  f"test loss {result.test_loss:.4f}, test accuracy {100 * result.test_acc:.2f}%", highlight=False)
+    rows = result.per_class
+    print_table(console, [[Column("class", [str(name) for name, *_ in rows], wrap=True),
+                           Column("correct", [str(correct) for _, correct, _, _ in rows], justify="right"),
+                           Column("total", [str(total) for _, _, total, _ in rows], justify="right"),
+                           Column("accuracy", ["-" if total == 0 else f"{100 * acc:.2f}%"
+                                               for _, _, total, acc in rows], justify="right")]],
+                title="per-class accuracy")
 
 
 # --- recipes (archspec/recipes) ----------------------------------------------------------------
 
-recipes_app = typer.Typer(
+recipes_app = App(
     help="Training recipes: list the built-ins, show one resolved, plot its learning-rate curve.\n\n"
     "Example: archspec recipes show warmup_cosine --set optimizer.lr=1e-3",
     invoke_without_command=True,
@@ -342,24 +359,20 @@ def recipes_list(ctx: typer.Context) -> None:
     """List the built-in recipes (run `archspec recipes show NAME` for one in full)."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich import box
-    from rich.table import Table
+    from rich.markup import escape as esc
 
     from archspec.recipes import builtin_recipes
+    from archspec.tables import Column, leaner_layouts, print_table
 
-    columns = ("name", "epochs", "batch", "optimizer", "schedule", "description")
-    rows = [[r.name, str(r.epochs), str(r.batch_size), r.optimizer.describe(), r.schedule.describe(), r.description]
-            for r in builtin_recipes()]
-    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
-    room = max(12, console.width - sum(widths[:-1]) - 3 * len(columns) - 1)  # one line per recipe
-    for row in rows:
-        row[-1] = row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"
-    table = Table(title="built-in recipes", box=box.SIMPLE_HEAD)
-    for column in columns:
-        table.add_column(column, justify="right" if column in ("epochs", "batch") else "left", no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    recipes = builtin_recipes()
+    columns = [Column("name", [r.name for r in recipes]),
+               Column("epochs", [str(r.epochs) for r in recipes], justify="right"),
+               Column("batch", [str(r.batch_size) for r in recipes], justify="right"),
+               Column("optimizer", [r.optimizer.describe() for r in recipes]),
+               Column("schedule", [r.schedule.describe() for r in recipes]),
+               Column("description", [r.description for r in recipes], wrap=True)]
+    print_table(console, leaner_layouts(columns, ("schedule", "batch", "epochs", "optimizer")),
+                title=esc("built-in recipes"))
 
 
 @recipes_app.command("show")
@@ -474,6 +487,7 @@ def sweep(
     dpi: DpiOpt = 110,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and list the cells; train nothing")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
+    log_every: LogEveryOpt = DEFAULT_LOG_EVERY,
     allow_import: AllowImportOpt = False,
 ) -> None:
     """Train every spec with every combination of grid values (resumable), then compare them.
@@ -493,10 +507,11 @@ def sweep(
     out_dir, cells = sw.plan(specs, recipe, grid=sw.parse_grid(grid), sets=list(set_ or []), data=data,
                              epochs=epochs, out=out, allow_import=allow_import)
     if dry_run:
-        console.print(sw.plan_table(cells))
+        sw.print_plan(console, cells)
         return
     result = sw.run(cells, out_dir, data=data, data_dir=data_dir, device=device, limit_train=limit_train,
-                    limit_test=limit_test, console=console, progress=not quiet, quiet=quiet)
+                    limit_test=limit_test, console=console, progress=not quiet, quiet=quiet,
+                    log_every=log_every)
     runs = [load_run(c.run_dir) for c in cells if is_run_dir(c.run_dir)]
     if runs:
         cmp.print_table(console, cmp.compare(runs), title=f"sweep {out_dir}")
@@ -561,8 +576,12 @@ def export(
     result = export_model(loaded, checkpoint, fmt=fmt, out=output)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    console.print(f"wrote {escape(str(result.path))} ({result.format}, {result.params:,} params, "
-                  f"max difference to archspec {result.max_abs_diff:.2g})", highlight=False)
+    checked = ("output not checked" if result.max_abs_diff is None
+               else f"max difference to archspec {result.max_abs_diff:.2g}")
+    console.print(f"wrote {escape(str(result.path))} ({result.format}, {result.params:,} params, {checked})",
+                  highlight=False)
+    if result.unchecked:
+        err_console.print(f"[yellow]note:[/] {escape(result.unchecked)}", highlight=False)
 
 
 def main() -> None:

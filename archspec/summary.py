@@ -120,34 +120,44 @@ def human(n: int | None) -> str:
     return str(n)
 
 
+def _count_layouts(summary: Summary, depth: int | None) -> list:
+    """The `count` table, richest layout first (archspec.tables): on a narrow terminal the index and
+    MACs go first, then the layer name and its kind share one column (the kind below the name)."""
+    from archspec.tables import Column, without
+
+    rows = [row for row in summary.layers if depth is None or row.depth < depth]
+    names = ["  " * row.depth + row.name.split(".")[-1] for row in rows]
+    params = [f"{r.params:,}" if r.params == r.trainable else f"{r.params:,} ({r.trainable:,} tr.)" for r in rows]
+    output = Column("output", [fmt_shape(tuple(row.output_shape)) for row in rows], justify="right")
+    params_column = Column("params", params, justify="right", wrap=True)
+    macs = Column("MACs", ["" if row.macs == 0 else human(row.macs) for row in rows], justify="right")
+    both = Column("layer / kind", [f"{name}\n{'  ' * row.depth}  {row.kind}" for name, row in zip(names, rows,
+                                                                                                  strict=True)],
+                  wrap=True)
+    full = [Column("#", [row.index for row in rows], justify="right", style="dim"), Column("layer", names),
+            Column("kind", [row.kind for row in rows], wrap=True), output, params_column, macs]
+    return [full, without(full, "#"), without(full, "#", "MACs"), [both, output, params_column, macs],
+            [both, output, params_column]]
+
+
 def print_summary(console: Console, spec: Spec, summary: Summary, depth: int | None = None) -> None:
-    """Print `summary` as a table on a rich `console` (layers nested `depth` or deeper are left out)."""
-    from rich.table import Table
+    """Print `summary` as a table on a rich `console` (layers nested `depth` or deeper are left out).
+
+    The table fits the console without cutting a value (archspec.tables); the totals line wraps
+    between its items, never inside one.
+    """
+    from rich.text import Text
+
+    from archspec.tables import print_items, print_table
 
     title = f"{spec.name}  {fmt_shape(spec.input_shape)} -> {fmt_shape(spec.output_shape)}"
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("layer")
-    table.add_column("kind")
-    table.add_column("output", justify="right")
-    table.add_column("params", justify="right")
-    table.add_column("MACs", justify="right")
-    for row in summary.layers:
-        if depth is not None and row.depth >= depth:
-            continue
-        indent = "  " * row.depth
-        params = f"{row.params:,}" if row.params == row.trainable else f"{row.params:,} ({row.trainable:,} tr.)"
-        table.add_row(row.index, indent + row.name.split(".")[-1], row.kind, fmt_shape(tuple(row.output_shape)),
-                      params, "" if row.macs == 0 else human(row.macs))
-    console.print(table)
+    print_table(console, _count_layouts(summary, depth), title=title)
     frozen = summary.total_params - summary.trainable_params
-    console.print(
-        f"[bold]total params[/] {summary.total_params:,}   trainable {summary.trainable_params:,}"
-        + (f"   frozen {frozen:,}" if frozen else "")
-        + f"   fp32 size {summary.fp32_bytes / 2**20:.2f} MB   MACs/sample {human(summary.macs)}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    parts = [Text.assemble(("total params", "bold"), f" {summary.total_params:,}"),
+             f"trainable {summary.trainable_params:,}"]
+    parts += [f"frozen {frozen:,}"] if frozen else []
+    parts += [f"fp32 size {summary.fp32_bytes / 2**20:.2f} MB", f"MACs/sample {human(summary.macs)}"]
+    print_items(console, parts)
 
 
 __all__ = ["Row", "Summary", "summarize", "print_summary", "human", "fmt_shape"]

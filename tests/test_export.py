@@ -154,3 +154,37 @@ def test_export_of_a_run_trained_on_another_dataset_uses_that_dataset(spec, cli,
     assert result.exit_code == 0, result.stderr
     with torch.no_grad():
         assert torch.jit.load(str(out))(torch.zeros(2, 1, 28, 28)).shape == (2, 10)  # mnist: 1x28x28, 10 classes
+
+
+def test_onnx_without_a_runtime_says_the_check_was_skipped(spec, cli, tmp_path, monkeypatch):
+    """With onnx but no onnxruntime nothing can run the file: no difference is claimed (it used to
+    compare the model with itself and print 0). The exporter is replaced; the rest is real."""
+    import archspec.experiments.export as export
+
+    torch.save(trained_state(spec), tmp_path / "c.pt")
+    monkeypatch.setattr(export, "_installed", lambda module: module == "onnx")
+    monkeypatch.setattr(export, "_onnx", lambda model, example: (b"onnx bytes", None))
+    result = export_model(spec, tmp_path / "c.pt", fmt="onnx", out=tmp_path / "m.onnx")
+    assert result.max_abs_diff is None and "onnxruntime is not installed" in result.unchecked
+    assert (tmp_path / "m.onnx").read_bytes() == b"onnx bytes"
+    shown = cli("export", tmp_path / "tiny.yaml", "--checkpoint", tmp_path / "c.pt", "-f", "onnx",
+                "-o", tmp_path / "n.onnx")
+    assert shown.exit_code == 0, shown.output
+    assert "output not checked" in shown.stdout and "max difference" not in shown.stdout
+    assert "pip install onnxruntime" in shown.stderr
+
+
+def test_export_and_eval_of_a_synthetic_run_use_its_dataset(tmp_path, cli):
+    """`train --data synthetic` keeps the spec's shapes: the run's dataset alone tells what it was."""
+    spec_path = tmp_path / "c10.yaml"
+    spec_path.write_text(textwrap.dedent(TINY_SPEC).lstrip().replace("dataset: synthetic", "dataset: cifar10"))
+    run = tmp_path / "run"
+    trained = cli("train", spec_path, "--data", "synthetic", "--recipe", "quick", "--epochs", "1",
+                  "--limit-train", "32", "--limit-test", "16", "--device", "cpu", "--run-dir", run, "--quiet")
+    assert trained.exit_code == 0, trained.output
+    exported = cli("export", spec_path, "--checkpoint", run, "-o", tmp_path / "m.pt")
+    assert exported.exit_code == 0, exported.output
+    assert "has changed" not in exported.stderr and "trained on synthetic" in exported.stderr
+    evaluated = cli("eval", spec_path, "--checkpoint", run, "--device", "cpu", "--limit-test", "16")
+    assert evaluated.exit_code == 0, evaluated.output  # synthetic, not a cifar10 download
+    assert "has changed" not in evaluated.stderr and "on 16 test images" in evaluated.stdout

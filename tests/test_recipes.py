@@ -425,9 +425,9 @@ def test_build_loss_all_three():
     targets = torch.tensor([0, 1, 2, 3, 1, 0])
     ce = build_loss(loss_recipe("cross_entropy"), 4)(logits, targets)
     assert ce.item() == pytest.approx(F.cross_entropy(logits, targets).item())
-    nll = build_loss(loss_recipe("nll"), 4)(logits, targets)
-    manual = -F.log_softmax(logits, 1)[torch.arange(6), targets].mean()
-    assert nll.item() == pytest.approx(manual.item()) and nll.item() == pytest.approx(ce.item())
+    logp = F.log_softmax(logits, 1)  # nll takes the model's output as log-probabilities, as it is
+    nll = build_loss(loss_recipe("nll"), 4)(logp, targets)
+    assert torch.equal(nll, F.nll_loss(logp, targets)) and nll.item() == pytest.approx(ce.item())
     mse = build_loss(loss_recipe("mse"), 4)(logits, targets)
     one_hot = torch.zeros(6, 4)
     one_hot[torch.arange(6), targets] = 1.0
@@ -437,7 +437,7 @@ def test_build_loss_all_three():
     assert smoothed.item() != pytest.approx(ce.item())
     # soft (probability) targets, e.g. from mixup, work for all three
     soft = one_hot * 0.7 + 0.3 / 4
-    assert build_loss(loss_recipe("nll"), 4)(logits, soft).item() == pytest.approx(
+    assert build_loss(loss_recipe("nll"), 4)(logp, soft).item() == pytest.approx(
         F.cross_entropy(logits, soft).item())
     assert build_loss(loss_recipe("mse"), 4)(logits, soft).item() == pytest.approx(F.mse_loss(logits, soft).item())
 
@@ -446,8 +446,16 @@ def test_losses_backpropagate():
     logits = torch.randn(3, 5, requires_grad=True)
     for name in ("cross_entropy", "nll", "mse"):
         logits.grad = None
-        build_loss(loss_recipe(name), 5)(logits, torch.tensor([4, 0, 2])).backward()
+        output = F.log_softmax(logits, 1) if name == "nll" else logits
+        build_loss(loss_recipe(name), 5)(output, torch.tensor([4, 0, 2])).backward()
         assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_nll_refuses_outputs_that_are_not_log_probabilities():
+    loss = build_loss(loss_recipe("nll"), 4)
+    with pytest.raises(ArchspecError, match="expects the model to output log-probabilities") as info:
+        loss(torch.randn(6, 4) * 3, torch.zeros(6, dtype=torch.long))
+    assert "log_softmax" in info.value.hint
 
 
 def small_net() -> nn.Module:

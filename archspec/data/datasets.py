@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from archspec.catalog import IMAGEFOLDER_PREFIX, DatasetInfo, dataset_info
+from archspec.data.download_progress import DownloadProgress
 from archspec.data.seeding import derive_seed
 from archspec.errors import ArchspecError
 
@@ -268,9 +269,12 @@ def _download(url: str, dest: Path, md5: str) -> None:
     digest = hashlib.md5(usedforsecurity=False)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
+            length = response.headers.get("Content-Length")
+            with DownloadProgress(dest.name, int(length) if length and length.isdigit() else None) as progress:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    progress.advance(len(chunk))
             out.flush()
             os.fsync(out.fileno())
         if digest.hexdigest() != md5:

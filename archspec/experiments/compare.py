@@ -25,7 +25,7 @@ from archspec.figures import DEFAULT_DPI, Curves
 MAX_SPEC_COLUMNS = 3
 MAX_LABEL_OPTIONS = 3  # plot legends name runs by their differing options only when there are few
 # Keys that only document a run; they never count as a difference.
-_RECIPE_IGNORED = frozenset({"name", "description"})
+_RECIPE_IGNORED = frozenset({"name", "description", "overrides"})
 _SPEC_IGNORED = frozenset({"name", "description", "recipe", "notes", "doc", "tags", "reference", "source"})
 
 # Fixed columns after the option columns: key -> header.
@@ -263,51 +263,58 @@ def short_keys(keys: Sequence[str]) -> dict[str, str]:
     return {key: (s if shorts.count(s) == 1 else key) for key, s in zip(keys, shorts, strict=True)}
 
 
-def to_rich(table: Comparison, *, title: str | None = None):
-    """A rich Table for the terminal.
+# Dropped first when the terminal is narrow (the option columns, spec and accuracies stay).
+NARROW_DROP_ORDER = ("img/s", "train loss", "time", "test loss", "best (ep)")
+_TEXT_COLUMNS = frozenset({"run", "spec", "recipe", "status"})  # may wrap between words
+
+
+def terminal_layouts(table: Comparison, *, title: str | None = None):
+    """(heading, layouts) of the terminal table (see archspec.tables), richest layout first.
 
     Terminals are narrow, so columns that are the same in every row (spec, recipe, params,
-    epochs) move into the title, the best epoch joins the best accuracy, option columns get short
-    headers, numbers never wrap, and the run directory name is left out when the spec and option
-    columns already tell the rows apart (--markdown/--csv/--json always have it). Runs that are not completed,
-    or miss files, are coloured so they stand out.
+    epochs, status) move into the heading, the best epoch joins the best accuracy, option columns
+    get short headers, and the run directory name is left out when the spec and option columns
+    already tell the rows apart (--markdown/--csv/--json always have it). On a narrow terminal the
+    low-value columns go next (`NARROW_DROP_ORDER`); no value is ever cut. Runs that are not
+    completed, or miss files, are coloured so they stand out.
     """
-    from rich import box
-    from rich.table import Table
+    from rich.text import Text
+
+    from archspec.tables import Column, leaner_layouts
 
     keys = [k for k, _ in table.columns]
     rendered = [dict(zip(keys, cells, strict=True)) for cells in formatted_rows(table)]
-    constant = [k for k in ("spec", "recipe", "params", "epochs")
+    constant = [k for k in ("spec", "recipe", "params", "epochs", "status")
                 if len(rendered) > 1 and len({r[k] for r in rendered}) == 1]
     hidden = {"best_epoch", *constant}
     if len(rendered) > 1 and table.labels() != [r["run"] for r in table.rows]:
         hidden.add("run")  # spec and option columns already tell every row apart
-    shown = [(k, h) for k, h in table.columns if k not in hidden]
     extra = ", ".join(f"{k} {rendered[0][k]}" for k in constant)
     heading = ", ".join(t for t in (title, extra) if t) or None
     headers = {**short_keys(table.options), "best_test_acc": "best (ep)", "final_test_acc": "final"}
-    out = Table(title=_escape(heading) if heading else None, title_justify="left", header_style="bold",
-                box=box.SIMPLE_HEAD, pad_edge=False)
-    for key, header in shown:
-        numeric = key in STAT_COLUMNS and key != "status"
-        out.add_column(headers.get(key, header), justify="right" if numeric else "left", overflow="fold",
-                       no_wrap=key not in ("run", "spec", "recipe"))
     for row, cells in zip(table.rows, rendered, strict=True):
         if row.get("best_epoch") is not None and row.get("best_test_acc") is not None:
             cells["best_test_acc"] += f" ({row['best_epoch']})"
-        style = "red" if row.get("problems") else _STATUS_STYLE.get(str(row.get("status")), "yellow")
-        out.add_row(*[f"[{style}]{_escape(cells[k])}[/]" if k == "status" else _escape(cells[k]) for k, _ in shown])
-    return out
+    styles = ["red" if row.get("problems") else _STATUS_STYLE.get(str(row.get("status")), "yellow")
+              for row in table.rows]
+    columns = []
+    for key, header in table.columns:
+        if key in hidden:
+            continue
+        numeric = key in STAT_COLUMNS and key != "status"
+        cells = [Text(r[key], style=style if key == "status" else "") for r, style in zip(rendered, styles,
+                                                                                         strict=True)]
+        columns.append(Column(headers.get(key, header), cells, justify="right" if numeric else "left",
+                              wrap=key in _TEXT_COLUMNS))
+    return heading, leaner_layouts(columns, NARROW_DROP_ORDER)
 
 
 def print_table(console, table: Comparison, *, title: str | None = None) -> None:
-    """Print the rich table; when the output is a file or a pipe, at its natural width (nothing to wrap at)."""
-    from rich.console import Console
+    """Print the comparison for a terminal (or a log): never a value cut, whatever the width."""
+    from archspec.tables import print_table as print_fitted
 
-    rendered = to_rich(table, title=title)
-    if not console.is_terminal:
-        console = Console(file=console.file, width=1000, no_color=console.no_color)
-    console.print(rendered)
+    heading, layouts = terminal_layouts(table, title=title)
+    print_fitted(console, layouts, title=_escape(heading) if heading else None)
 
 
 def _escape(text: str) -> str:

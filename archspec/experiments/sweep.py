@@ -189,6 +189,13 @@ def _normal(data: Any) -> Any:
     return json.loads(json.dumps(data))
 
 
+def _settings(recipe: dict) -> dict:
+    """A recipe's training settings, without the keys that only document it (description, overrides)."""
+    from archspec.recipes.recipe import NOTE_KEYS
+
+    return {k: v for k, v in _normal(recipe).items() if k not in NOTE_KEYS}
+
+
 def cell_state(cell: Cell) -> str:
     """new (nothing there), done (finished with the same spec and recipe), resume (interrupted),
     or partial (a run directory without a checkpoint yet: it is started again from scratch)."""
@@ -212,10 +219,10 @@ def cell_state(cell: Cell) -> str:
             stored_spec = yaml.safe_load((run_dir / "spec.yaml").read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
             stored_recipe = stored_spec = None
-        wanted = _normal(plain(cell.recipe.to_dict()))
-        if not isinstance(stored_recipe, dict) or _normal(stored_recipe) != wanted:
-            changed = sorted(k for k in set(wanted) | set(stored_recipe or {})
-                             if _normal((stored_recipe or {}).get(k)) != wanted.get(k))
+        wanted = _settings(plain(cell.recipe.to_dict()))
+        if not isinstance(stored_recipe, dict) or _settings(stored_recipe) != wanted:
+            stored = _settings(stored_recipe) if isinstance(stored_recipe, dict) else {}
+            changed = sorted(k for k in set(wanted) | set(stored) if stored.get(k) != wanted.get(k))
             raise ArchspecError(f"this finished cell was trained with a different recipe "
                                 f"(differs in: {', '.join(changed) or 'recipe.yaml unreadable'})",
                                 file=str(run_dir), path=cell.label(),
@@ -228,24 +235,40 @@ def cell_state(cell: Cell) -> str:
     return "resume"
 
 
-def plan_table(cells: list[Cell]):
-    """A rich table of the cells (what --dry-run prints)."""
-    from rich.table import Table
+def print_plan(console, cells: list[Cell]) -> None:
+    """What --dry-run prints: one row per cell, never a value cut (archspec.tables).
+
+    A recipe or epoch count that every cell shares goes into the heading; on a narrow terminal
+    the index, then the run directory column, are dropped before the grid values wrap (between
+    `key=value` pairs, never inside one)."""
+    from rich.markup import escape
+
+    from archspec.tables import Column, leaner_layouts, print_table
 
     where = cells[0].run_dir.parent if cells else ""
-    table = Table(title=f"{len(cells)} sweep cell{'s' if len(cells) != 1 else ''} in {where}/", title_justify="left",
-                  header_style="bold")
-    for name in ("#", "spec", "grid values", "recipe", "epochs", "run directory", "state"):
-        table.add_column(name, justify="right" if name in ("#", "epochs") else "left", overflow="fold")
-    for cell in cells:
-        table.add_row(str(cell.index), cell.spec_name, " ".join(f"{k}={v}" for k, v in cell.values) or "-",
-                      cell.recipe.name, str(cell.recipe.epochs), cell.run_dir.name, cell.state)
-    return table
+    recipes = {cell.recipe.name for cell in cells}
+    epochs = {cell.recipe.epochs for cell in cells}
+    shared = [f"recipe {next(iter(recipes))}"] if len(recipes) == 1 else []
+    shared += [f"{next(iter(epochs))} epochs"] if len(epochs) == 1 else []
+    title = f"{len(cells)} sweep cell{'s' if len(cells) != 1 else ''} in {where}/" + (
+        f" ({', '.join(shared)})" if shared else "")
+    columns = [
+        Column("#", [str(c.index) for c in cells], justify="right"),
+        Column("spec", [c.spec_name for c in cells]),
+        Column("grid values", [" ".join(f"{k}={v}" for k, v in c.values) or "-" for c in cells], wrap=True),
+    ]
+    if len(recipes) > 1:
+        columns.append(Column("recipe", [c.recipe.name for c in cells]))
+    if len(epochs) > 1:
+        columns.append(Column("epochs", [str(c.recipe.epochs) for c in cells], justify="right"))
+    columns += [Column("run directory", [c.run_dir.name for c in cells]),
+                Column("state", [c.state for c in cells])]
+    print_table(console, leaner_layouts(columns, ("#", "run directory")), title=escape(title))
 
 
 def run(cells: list[Cell], out: Path, *, data: str | None = None, data_dir: str | Path | None = None,
         device: str = "auto", limit_train: int | None = None, limit_test: int | None = None, console=None,
-        progress: bool = True, quiet: bool = False) -> SweepResult:
+        progress: bool = True, quiet: bool = False, log_every: float = 30.0) -> SweepResult:
     """Train the cells in order (skipping finished ones); stop at the first interrupted cell (Ctrl-C)."""
     from rich.console import Console
     from rich.markup import escape
@@ -274,7 +297,7 @@ def run(cells: list[Cell], out: Path, *, data: str | None = None, data_dir: str 
                             run_dir=None if state == "resume" else cell.run_dir,
                             resume=cell.run_dir if state == "resume" else None,
                             limit_train=limit_train, limit_test=limit_test, console=console, progress=progress,
-                            quiet=quiet)
+                            quiet=quiet, log_every=log_every)
         except ArchspecError as e:  # say which cell failed; the finished ones stay done
             raise ArchspecError(f"{e.message} (sweep cell {cell.index}/{len(cells)}: {cell.label()})",
                                 file=e.file, line=e.line, col=e.col, path=e.path, hint=e.hint) from None

@@ -214,12 +214,27 @@ def scheduler_due(interval: str, step: int, steps_per_epoch: int) -> bool:
 # --- loss ------------------------------------------------------------------------------------
 
 
+def _check_log_probabilities(output: torch.Tensor) -> None:
+    """`loss: nll` takes the model's output as log-probabilities: each row's exp must sum to 1."""
+    with torch.no_grad():
+        total = torch.logsumexp(output.detach().float(), dim=1).abs().max().item()
+    if not total < 1e-2:  # also catches NaN
+        raise ArchspecError("loss nll expects the model to output log-probabilities (exp of each row "
+                            f"summing to 1), but this model's first batch is off by {total:.3g} in log space",
+                            path="loss", hint="end the spec with `log_softmax`, or use loss: cross_entropy "
+                                              "(which takes raw logits)")
+
+
 def build_loss(recipe: Recipe, num_classes: int):
     """``loss(logits, targets) -> scalar``. Targets are class indices, or class probabilities
     (float [B, C], e.g. from mixup) for all three losses.
 
-    * ``cross_entropy``: `nn.CrossEntropyLoss` with the recipe's label smoothing.
-    * ``nll``: log_softmax of the logits, then negative log-likelihood (the reports' F.nll_loss).
+    * ``cross_entropy``: `nn.CrossEntropyLoss` with the recipe's label smoothing; expects logits.
+    * ``nll``: `F.nll_loss` on the model's output as it is, which must be log-probabilities (a
+      spec ending in `log_softmax`), exactly what the reports' ``F.nll_loss(model(x), y)`` did.
+      Applying log_softmax again would be harmless in value but not the same arithmetic. The
+      first batch is checked: outputs that are not log-probabilities are an error, not a run that
+      silently trains on -logit[y].
     * ``mse``: mean squared error between the raw logits and one-hot targets (no softmax), as the
       reports did; label smoothing, if set, smooths the one-hot targets.
     """
@@ -229,11 +244,16 @@ def build_loss(recipe: Recipe, num_classes: int):
         return nn.CrossEntropyLoss(label_smoothing=smoothing)
 
     if name == "nll":
-        def nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            logp = F.log_softmax(logits.float(), dim=1)
+        checked = False
+
+        def nll(logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            nonlocal checked
+            if not checked:
+                _check_log_probabilities(logp)
+                checked = True
             if targets.is_floating_point():
-                return -(targets * logp).sum(dim=1).mean()
-            return F.nll_loss(logp, targets)
+                return -(targets * logp.float()).sum(dim=1).mean()
+            return F.nll_loss(logp.float(), targets)
 
         return nll
 

@@ -63,7 +63,11 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "ema": None,
     "tta": "none",
     "whiten": None,
+    "eval_batch_size": None,
+    "threads": None,
 }
+# Keys that only document a recipe: two recipes that differ only in these train the same way.
+NOTE_KEYS = ("description", "overrides")
 EMA_DEFAULTS: dict[str, Any] = {"every": 1, "warmup_power": 0.0, "lookahead": False}
 WHITEN_DEFAULTS: dict[str, Any] = {"samples": 5000, "eps": 5.0e-4, "freeze": True}
 
@@ -288,7 +292,20 @@ class Recipe:
     ema: EmaConfig | None = None
     tta: str = "none"
     whiten: WhitenConfig | None = None  # set (defaults filled in) exactly when init is "whiten"
+    eval_batch_size: int | None = None  # test-set batches (None: the training batch size)
+    threads: int | None = None  # torch.set_num_threads for the run (None: torch's default)
+    overrides: tuple[str, ...] = ()  # the command-line changes it was made with, in order ("--epochs 2")
     source: str = ""  # "builtin:adam" or the file path; not part of to_dict()
+
+    def override_of(self, key: str) -> str | None:
+        """The last recorded override that set `key` ("--lr 50", "--set optimizer.lr=50"), if any."""
+        flags = {"optimizer.lr": "--lr", "epochs": "--epochs", "batch_size": "--batch-size", "seed": "--seed",
+                 "threads": "--threads"}
+        for item in reversed(self.overrides):
+            flag, _, rest = item.partition(" ")
+            if flag == flags.get(key) or (flag == "--set" and rest.split("=", 1)[0].strip() == key):
+                return item
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved recipe in the file format (no `extends`): what a run directory stores."""
@@ -318,6 +335,12 @@ class Recipe:
             out["dataset"] = self.dataset
         if self.workers is not None:
             out["workers"] = self.workers
+        if self.eval_batch_size is not None:
+            out["eval_batch_size"] = self.eval_batch_size
+        if self.threads is not None:
+            out["threads"] = self.threads
+        if self.overrides:
+            out["overrides"] = list(self.overrides)
         return out
 
 
@@ -407,5 +430,8 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
         ema=ema,
         tta=d["tta"] or "none",
         whiten=whiten,
+        eval_batch_size=int(d["eval_batch_size"]) if d["eval_batch_size"] is not None else None,
+        threads=int(d["threads"]) if d["threads"] is not None else None,
+        overrides=tuple(str(item) for item in d.get("overrides") or ()),
         source=source,
     )

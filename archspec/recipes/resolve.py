@@ -42,7 +42,7 @@ SCHEMA_PATH = Path(__file__).with_name("schema.json")
 # PyYAML (YAML 1.1) reads `1e-3` as a *string*; recipes are full of such numbers.
 _FLOAT_RE = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
 # Values that are free text (never coerced to numbers).
-_TEXT_KEYS = {"name", "description", "extends", "dataset", "augment"}
+_TEXT_KEYS = {"name", "description", "extends", "dataset", "augment", "overrides"}
 
 
 @functools.cache
@@ -75,14 +75,17 @@ def load_recipe(
     epochs: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
+    seed: int | None = None,
+    threads: int | None = None,
     default: str = "adam",
 ) -> Recipe:
     """Resolve a recipe by built-in name or file path, apply overrides, validate, return a `Recipe`.
 
     `overrides` are ``key.path=value`` strings (values parsed as YAML; ``null`` removes a key so its
-    default applies). `epochs`, `batch_size` and `lr` are the CLI's shortcut options. `None` for
-    `name_or_path` means `default`. Any problem raises an `ArchspecError` that names the file
-    position (or ``--set`` option) of the offending value.
+    default applies). `epochs`, `batch_size`, `lr`, `seed` and `threads` are the CLI's shortcut
+    options. `None` for `name_or_path` means `default`. Any problem raises an `ArchspecError` that
+    names the file position (or ``--set`` option) of the offending value. The changes are recorded
+    in the recipe (`overrides`, and the description), see `_record_overrides`.
     """
     ref = default if name_or_path is None else name_or_path
     if isinstance(ref, str) and not ref.strip():
@@ -90,21 +93,46 @@ def load_recipe(
     origins = _Origins()
     data, source = _load_chain(ref, Path.cwd(), (), origins)
 
+    applied = []
     for item in overrides:
         _apply_override(data, origins, item)
+        applied.append(f"--set {item.strip()}")
     for flag, path, value in (
         ("--epochs", ("epochs",), epochs),
         ("--batch-size", ("batch_size",), batch_size),
         ("--lr", ("optimizer", "lr"), lr),
+        ("--seed", ("seed",), seed),
+        ("--threads", ("threads",), threads),
     ):
         if value is not None:
             _set_path(data, path, value, origins, flag)
+            applied.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    if applied:
+        _record_overrides(data, applied)
 
     _expand_shorthands(data)
     _coerce_numbers(data)
     _validate_schema(data, origins)
     _check_semantics(data, origins)
     return recipe_from(data, name=data["name"], source=source)
+
+
+_CHANGED_RE = re.compile(r" \[changed by: .*\]$")
+
+
+def _record_overrides(data: dict, applied: list[str]) -> None:
+    """Say in the recipe itself how the command line changed it.
+
+    A run's recipe.yaml is read later, by people and by `compare`: after `--epochs 2` it must not
+    still describe "50 epochs". `overrides` lists every change in order (a run's recipe.yaml loaded
+    again keeps its list and adds the new ones), and the description ends in ``[changed by: ...]``
+    unless the description itself was overridden.
+    """
+    data["overrides"] = [*(data.get("overrides") or []), *applied]
+    if any(item.startswith("--set description=") for item in applied):
+        return
+    base = _CHANGED_RE.sub("", str(data.get("description") or ""))
+    data["description"] = f"{base} [changed by: {', '.join(data['overrides'])}]".strip()
 
 
 # --- where values came from ------------------------------------------------------------------

@@ -229,8 +229,11 @@ def check_compatible(ckpt: dict[str, Any], *, spec_name: str, fingerprint: str,
 
 
 def recipe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """The top-level recipe keys whose values differ (compared as plain data)."""
-    keys = sorted(set(old) | set(new))
+    """The top-level recipe keys whose values differ (compared as plain data); the keys that only
+    document a recipe (its description, the overrides it records) do not count."""
+    from archspec.recipes.recipe import NOTE_KEYS
+
+    keys = sorted((set(old) | set(new)) - set(NOTE_KEYS))
     return [k for k in keys if plain(old.get(k)) != plain(new.get(k))]
 
 

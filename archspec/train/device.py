@@ -96,3 +96,26 @@ def configure_backends(device: torch.device) -> None:
     """cuDNN autotuning: input shapes are fixed for a whole run, so the search pays for itself."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+
+
+def uses_recipe_threads(fn):
+    """Decorator for `train(spec, recipe, ...)`: the recipe's `threads` (`--threads`) set torch's CPU
+    threads for the run, and the previous count is restored after it.
+
+    torch's default (one thread per core) can be many times slower than one thread on a shared or
+    loaded machine; a run's thread count is recorded in its summary.json.
+    """
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(spec, recipe, *args, **kwargs):
+        previous = torch.get_num_threads()
+        threads = getattr(recipe, "threads", None)
+        if threads:
+            torch.set_num_threads(int(threads))
+        try:
+            return fn(spec, recipe, *args, **kwargs)
+        finally:
+            torch.set_num_threads(previous)
+
+    return wrapper

@@ -112,12 +112,13 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
     if channels_last:
         model.to(memory_format=torch.channels_last)
 
+    batch_size = int(batch_size or recipe.get("eval_batch_size") or DEFAULT_EVAL_BATCH)  # --batch-size wins
     ds = dataset or spec.dataset or ckpt.get("dataset")
     if not ds:
         raise ArchspecError("no dataset to evaluate on: the spec has no `dataset:`; pass --data NAME")
     bundle = make_test_loader(  # the test split only: no time spent decoding the training images
         ds, input_shape=tuple(spec.input_shape), num_classes=spec.num_classes,
-        batch_size=int(batch_size or DEFAULT_EVAL_BATCH), normalize=recipe["normalize"],
+        batch_size=batch_size, normalize=recipe["normalize"],
         data_dir=data_dir, limit_test=limit_test, device=str(dev), seed=int(recipe["seed"]),
     )
     num_classes = spec.num_classes or len(bundle.class_names)
@@ -126,9 +127,8 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
             model, bundle.test, device=dev, precision=precision, channels_last=channels_last,
             num_classes=num_classes, tta=recipe["tta"])
     except torch.OutOfMemoryError:
-        size = int(batch_size or DEFAULT_EVAL_BATCH)
-        raise ArchspecError(f"out of GPU memory evaluating with batch size {size}",
-                            hint=f"try a smaller --batch-size (e.g. {max(1, size // 4)})") from None
+        raise ArchspecError(f"out of GPU memory evaluating with batch size {batch_size}",
+                            hint=f"try a smaller --batch-size (e.g. {max(1, batch_size // 4)})") from None
     names = list(bundle.class_names) or [str(i) for i in range(num_classes)]
     per_class = []
     for i, (c, t) in enumerate(zip(class_correct.tolist(), class_total.tolist(), strict=True)):

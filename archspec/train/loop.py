@@ -30,8 +30,8 @@ Design notes:
 * `compile:` (archspec.train.torch_compile) wraps the model for the training steps only; the steps
   that compile are timed apart (`compile_seconds`) and left out of images/s.
 * No per-step host syncs: loss sum and correct count are accumulated as device tensors
-  (`_EpochMeter`) and read every `SYNC_EVERY` steps (progress + divergence check) and at the end of
-  the epoch.
+  (`_EpochMeter`) and read every `SYNC_EVERY` steps (progress + divergence check), when an observer
+  wants fresh numbers (the display asks by time, about every 2 s) and at the end of the epoch.
 * Exact resume: the checkpoint written at the end of every epoch holds model, optimizer, scheduler,
   scaler, every RNG state and the run's history. The data order is a function of (seed, epoch)
   (`loader.set_epoch`), so a resumed run replays exactly what an uninterrupted one would have done.
@@ -54,10 +54,17 @@ from archspec.errors import ArchspecError
 from archspec.recipes.build import scheduler_due
 from archspec.train import distributed
 from archspec.train.checkpoint import ResumePoint, plain, save_run
-from archspec.train.device import Precision
+from archspec.train.device import Precision, uses_recipe_threads
 from archspec.train.evaluation import evaluate_loader
-from archspec.train.observers import Progress, RunObserver, notify
-from archspec.train.rundir import remove_stale_temp_files, write_metrics, write_steps, write_yaml
+from archspec.train.observers import Progress, RunObserver, notify, progress_due
+from archspec.train.report import DEFAULT_LOG_EVERY_S
+from archspec.train.rundir import (
+    remove_stale_temp_files,
+    removes_unused_run_dir,
+    write_metrics,
+    write_steps,
+    write_yaml,
+)
 from archspec.train.setup import RunOptions, set_up
 from archspec.train.state import (
     STATUS_COMPLETED,
@@ -71,32 +78,36 @@ from archspec.train.state import (
 from archspec.train.stop import StopRequest
 from archspec.train.torch_compile import is_compile_error
 
-SYNC_EVERY = 25  # steps between reads of the running loss (progress, divergence check)
+SYNC_EVERY = 25  # steps between reads of the running loss (divergence check); the display also asks by time
 DIVERGENCE_FACTOR = 10.0  # running loss above this multiple of the first loss = diverged
 
 __all__ = ["RunResult", "train", "train_step"]
 
 
+@removes_unused_run_dir
+@uses_recipe_threads
 def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | None = None, device: str = "auto",
           run_dir: str | Path | None = None, runs_root: str | Path = "runs", limit_train: int | None = None,
           limit_test: int | None = None, resume: str | Path | None = None, workers: int | None = None,
           console: Console | None = None, progress: bool = True, quiet: bool = False,
           stop_after_epoch: int | None = None, observers: Sequence[RunObserver] = (),
-          init_weights=None) -> RunResult:
+          log_every: float = DEFAULT_LOG_EVERY_S, init_weights=None) -> RunResult:
     """Train `spec` (a loaded Spec) with `recipe` (a Recipe); write the run directory; return a RunResult.
 
     `resume` is a run directory (or its last.pt): the run continues there at the next epoch and
     ends exactly where an uninterrupted run would. `stop_after_epoch` ends the run cleanly
     (status "interrupted", resumable) after that epoch: for time-sliced jobs. Ctrl-C/SIGTERM do
     the same after the current batch. `observers` (archspec.train.observers) watch the run next to
-    the built-in ones. `init_weights(model)` (`archspec.weights.weights_source`) loads starting
-    weights into a new run, for fine-tuning. Bad input raises ArchspecError; the status in the
-    result tells completed / interrupted / diverged apart.
+    the built-in ones. `log_every` (seconds) is the interval of the in-epoch progress line when
+    `console` is not a terminal (0: none). The recipe's `threads` apply for the run; a run directory
+    made for a start that then fails is removed again. `init_weights(model)`
+    (`archspec.weights.weights_source`) loads starting weights into a new run, for fine-tuning. Bad
+    input raises ArchspecError; the status in the result tells completed / interrupted / diverged apart.
     """
     options = RunOptions(dataset=dataset, data_dir=data_dir, device=device, run_dir=run_dir, runs_root=runs_root,
                          limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
                          console=console, progress=progress, quiet=quiet, stop_after_epoch=stop_after_epoch,
-                         observers=tuple(observers), init_weights=init_weights)
+                         observers=tuple(observers), log_every=log_every, init_weights=init_weights)
     run, resume_point = set_up(spec, recipe, options)
     _restore(run, resume_point)
     del resume_point  # the checkpoint's tensors are not needed any more
@@ -175,7 +186,7 @@ def _discard(run: Run, epoch: int, outcome: EpochOutcome) -> None:
         run.end(STATUS_INTERRUPTED, f"interrupted ({run.stop.signal_name}) during epoch {epoch}; "
                                     f"last.pt holds epoch {h.epoch}")
     else:
-        run.end(STATUS_DIVERGED, _diverged_message(epoch, outcome, h.epoch, run.recipe.optimizer.lr))
+        run.end(STATUS_DIVERGED, _diverged_message(epoch, outcome, h.epoch, run.recipe))
 
 
 def _goes_on(run: Run, epoch: int) -> bool:
@@ -250,10 +261,13 @@ def _divergence(window_loss: float, total_is_finite: bool, first_loss: float | N
     return None
 
 
-def _diverged_message(epoch: int, outcome: EpochOutcome, last_good: int, base_lr: float) -> str:
+def _diverged_message(epoch: int, outcome: EpochOutcome, last_good: int, recipe) -> str:
+    base_lr = float(recipe.optimizer.lr)
     kept = f"the checkpoints of epoch {last_good} are kept" if last_good else "last.pt holds the initial weights"
+    source = recipe.override_of("optimizer.lr")  # "--lr 50": say so, not "the recipe's"
+    origin = f"this run's is {base_lr:g}, from {source}" if source else f"the recipe's is {base_lr:g}"
     return (f"training diverged in epoch {epoch} at learning rate {outcome.lr:.4g}: {outcome.diverged}. "
-            f"Stopped; {kept}. Try a lower learning rate, e.g. --lr {base_lr / 10:.2g} (the recipe's is {base_lr:g})")
+            f"Stopped; {kept}. Try a lower learning rate, e.g. --lr {base_lr / 10:.2g} ({origin})")
 
 
 class _EpochMeter:
@@ -364,7 +378,10 @@ def _train_epoch(run: Run, epoch: int) -> EpochOutcome:
         for x, y in _batches(run.bundle.train, stop):
             lr = _optimizer_step(run, x, y, meter)
             notify(run, "on_step", meter.steps)
-            if meter.steps % SYNC_EVERY == 0 and meter.steps < meter.steps_total:
+            # Read the device every SYNC_EVERY steps (divergence check) and whenever an observer asks
+            # (the display, by time). Under DDP every rank must sync at the same steps: the count decides.
+            due = meter.steps % SYNC_EVERY == 0 or (not run.group.enabled and progress_due(run))
+            if due and meter.steps < meter.steps_total:
                 problem, loss, acc = meter.sync()
                 if problem:
                     return EpochOutcome(meter.steps, meter.all_images, loss, acc, time.perf_counter() - start,

@@ -12,6 +12,9 @@ progress display, the metrics/summary files, the plots, and any logger or rule a
                               every step: it must not read device tensors (a host sync per step)
     on_progress(run, p)       every few steps, with the running loss/accuracy/lr/images-per-second
                               already read from the device (`Progress`)
+    wants_progress(run)       asked after each step: True makes the loop read the device now and
+                              call on_progress (the display asks every ~2 s; not under DDP, where
+                              every rank must read at the same steps)
     on_epoch_trained(run, o)  the training pass ended: completed, stopped or diverged (`EpochOutcome`;
                               o.step_losses holds each step's loss, read once at the end of the pass)
     on_epoch_end(run, row)    a completed epoch: evaluated, recorded in `run.history` and
@@ -75,6 +78,9 @@ class RunObserver:
     def on_progress(self, run: Run, progress: Progress) -> None:
         pass
 
+    def wants_progress(self, run: Run) -> bool:
+        return False
+
     def on_epoch_trained(self, run: Run, outcome: EpochOutcome) -> None:
         pass
 
@@ -83,6 +89,11 @@ class RunObserver:
 
     def on_finish(self, run: Run, summary: dict[str, Any]) -> None:
         pass
+
+
+def progress_due(run: Run) -> bool:
+    """Whether an observer wants the running numbers now (`wants_progress`)."""
+    return any(observer.wants_progress(run) for observer in run.observers)
 
 
 def notify(run: Run, event: str, *args: Any) -> None:
@@ -121,6 +132,9 @@ class ProgressDisplay(RunObserver):
 
     def on_progress(self, run: Run, progress: Progress) -> None:
         self._bar.stats(loss=progress.loss, acc=progress.acc, lr=progress.lr, ips=progress.images_per_second)
+
+    def wants_progress(self, run: Run) -> bool:
+        return self._bar is not None and self._bar.due()  # by time: slow steps still show their numbers
 
     def on_epoch_trained(self, run: Run, outcome: EpochOutcome) -> None:
         if self._bar_context is not None:

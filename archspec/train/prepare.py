@@ -5,10 +5,12 @@ The rules, in one place so the commands cannot drift apart:
 
 * The spec is loaded, re-targeted to `data` when given. Without `data`, a run directory being
   resumed, evaluated or exported re-targets it the way that run was (`train --data X`): its
-  spec.yaml tells, when its input shape / classes differ from the spec's own and re-targeting to
-  its dataset reproduces them. So `--resume`, `eval` and `export` need not repeat `--data`.
+  spec.yaml tells, when its dataset, input shape or classes differ from the spec's own and
+  re-targeting to its dataset reproduces them (`--data synthetic` keeps the spec's shapes, so the
+  dataset name alone must be enough). So `--resume`, `eval` and `export` need not repeat `--data`.
 * The recipe is the one named; else, when resuming, the run's own recipe.yaml; else the spec's
-  `recipe:`; else `adam`. Overrides (`--set`, `--epochs`, `--batch-size`, `--lr`) apply on top.
+  `recipe:`; else `adam`. Overrides (`--set`, `--epochs`, `--batch-size`, `--lr`, `--seed`,
+  `--threads`) apply on top, and the recipe records them (archspec.recipes.resolve).
 * A spec that names no dataset takes the recipe's `dataset:` (re-targeted to it).
 """
 
@@ -60,7 +62,7 @@ def load_run_spec(path: str | Path, *, data: str | None = None, run: str | Path 
     def shape(resolved: dict) -> tuple:
         return (list(resolved.get("input") or []), resolved.get("classes"))
 
-    if shape(loaded.resolved) != shape(saved):
+    if shape(loaded.resolved) != shape(saved) or loaded.dataset != trained_on:
         retargeted = load_spec(path, dataset=trained_on, allow_import=allow_import)
         if shape(retargeted.resolved) == shape(saved):
             return retargeted, f"note: the run was trained on {trained_on}; using that dataset"
@@ -77,8 +79,8 @@ def _recipe_ref(spec, recipe: str | Path | None, resume: str | Path | None) -> s
 
 def prepare_run(spec, *, recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-                data: str | None = None, resume: str | Path | None = None,
-                allow_import: bool = False) -> RunInputs:
+                seed: int | None = None, threads: int | None = None, data: str | None = None,
+                resume: str | Path | None = None, allow_import: bool = False) -> RunInputs:
     """The spec and recipe a run trains with (see the module docstring for the rules).
 
     `spec` is a spec file (loaded here with `data` / the resumed run's dataset) or an already loaded
@@ -93,7 +95,7 @@ def prepare_run(spec, *, recipe: str | Path | None = None, overrides: list[str] 
         spec, note = load_run_spec(spec, data=data, run=resume, allow_import=allow_import)
         notes += [note] if note else []
     resolved = load_recipe(_recipe_ref(spec, recipe, resume), overrides=list(overrides), epochs=epochs,
-                           batch_size=batch_size, lr=lr)
+                           batch_size=batch_size, lr=lr, seed=seed, threads=threads)
     if spec.dataset is None and resolved.dataset and spec.path:  # a dataset-less spec takes the recipe's
         spec = load_spec(spec.path, dataset=resolved.dataset, allow_import=allow_import or spec.allow_import)
     return RunInputs(spec=spec, recipe=resolved, notes=tuple(notes))

@@ -8,7 +8,9 @@ still has each epoch exactly once.
 
 from __future__ import annotations
 
+import contextvars
 import csv
+import functools
 import io
 import json
 import math
@@ -34,6 +36,49 @@ def _slug(text: str) -> str:
     return slug or "run"
 
 
+# The run directories created during the current `removes_unused_run_dir` call (None outside one).
+_CREATED: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("archspec_created_run_dirs",
+                                                                              default=None)
+
+
+def _created(path: Path) -> None:
+    created = _CREATED.get()
+    if created is not None:
+        created.append(path)
+
+
+def removes_unused_run_dir(fn):
+    """Decorator for `train`: a run directory it created is removed again if it fails before
+    writing anything there (data missing, a bad option found at start-up, Ctrl-C while loading).
+
+    The directory is made early, so that an unwritable disk is found before any data is loaded;
+    a start that fails after that must not leave an empty `runs/<name>/` behind. A directory that
+    holds anything of a run (spec.yaml, a checkpoint) is always kept: it may be resumed.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        token = _CREATED.set([])
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            for path in _CREATED.get() or []:
+                _remove_if_unused(path)
+            raise
+        finally:
+            _CREATED.reset(token)
+
+    return wrapper
+
+
+def _remove_if_unused(path: Path) -> None:
+    remove_stale_temp_files(path)
+    try:
+        path.rmdir()  # only succeeds when empty
+    except OSError:
+        pass
+
+
 def new_run_dir(runs_root: str | Path, spec_name: str, recipe_name: str, *, now: float | None = None) -> Path:
     """Create and return `runs_root/<spec>-<recipe>-<YYYYmmdd-HHMMSS>` (suffix -2, -3... if taken).
 
@@ -55,6 +100,7 @@ def new_run_dir(runs_root: str | Path, spec_name: str, recipe_name: str, *, now:
             continue
         except OSError as exc:
             raise ArchspecError(f"cannot create run directory: {exc.strerror or exc}", file=str(candidate)) from None
+        _created(candidate)
         return candidate
     raise ArchspecError(f"too many runs named {base} in {root}")  # pragma: no cover
 
@@ -67,10 +113,13 @@ def use_run_dir(path: str | Path) -> Path:
     if (path / "last.pt").exists():
         raise ArchspecError("this run directory already holds a run", file=str(path),
                             hint=f"continue it with --resume {path}, or choose another --run-dir")
+    existed = path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ArchspecError(f"cannot create run directory: {exc.strerror or exc}", file=str(path)) from None
+    if not existed:
+        _created(path)
     return path
 
 

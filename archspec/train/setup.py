@@ -32,7 +32,7 @@ from archspec.train.checkpoint import ResumePoint, plain, seed_everything, spec_
 from archspec.train.device import configure_backends, resolve_device, resolve_precision, wants_channels_last
 from archspec.train.distributed import Group
 from archspec.train.observers import RunObserver, standard_observers
-from archspec.train.report import Reporter
+from archspec.train.report import DEFAULT_LOG_EVERY_S, Reporter
 from archspec.train.rundir import check_writable, new_run_dir, use_run_dir
 from archspec.train.state import Run
 from archspec.train.torch_compile import CompileClock, compile_model, resolve_compile
@@ -56,12 +56,14 @@ class RunOptions:
     quiet: bool = False
     stop_after_epoch: int | None = None
     observers: Sequence[RunObserver] = ()
+    log_every: float = DEFAULT_LOG_EVERY_S  # in-epoch progress line interval when not on a terminal
     init_weights: Callable[[torch.nn.Module], list[str]] | None = None  # starting weights (fine-tuning)
 
 
 def set_up(spec, recipe: Recipe, options: RunOptions) -> tuple[Run, ResumePoint | None]:
     """Build the run; also return the checkpoint to restore from when resuming."""
-    reporter = Reporter(options.console, progress=options.progress, quiet=options.quiet)
+    reporter = Reporter(options.console, progress=options.progress, quiet=options.quiet,
+                        log_every=options.log_every)
     # Under torchrun: join the process group (cuda:LOCAL_RANK + NCCL, or CPU + Gloo). Rank 0 reports
     # and writes for the group; the other ranks train in silence.
     device = resolve_device(options.device)
@@ -91,6 +93,7 @@ def set_up(spec, recipe: Recipe, options: RunOptions) -> tuple[Run, ResumePoint 
                            world_size=group.world_size)
     out = Path(group.decide(lambda: _make_run_dir(spec, recipe, options, module, resume)))
     bundle = _load_data(spec, recipe, options, dataset, limits, device, group)
+    limits = _limits_used(limits, bundle, reporter)
     _whiten(module, recipe, bundle, resuming=resume is not None)
     run = Run(spec=spec, recipe=recipe, recipe_dict=plain(recipe.to_dict()), fingerprint=fingerprint,
               dataset=dataset, limits=limits, out=out, device=device, precision=precision, group=group,
@@ -142,6 +145,7 @@ def _load_data(spec, recipe: Recipe, options: RunOptions, dataset: str, limits: 
         limit_train=limits["train"], limit_test=limits["test"], device=str(device), seed=recipe.seed,
         num_workers=options.workers if options.workers is not None else recipe.workers,
         rank=group.rank, world_size=group.world_size, drop_last=recipe.drop_last,
+        eval_batch_size=recipe.eval_batch_size,
     )
     if len(bundle.train) == 0 and recipe.drop_last:
         raise ArchspecError(f"no full training batch: {bundle.num_train:,} training images"
@@ -149,6 +153,17 @@ def _load_data(spec, recipe: Recipe, options: RunOptions, dataset: str, limits: 
                             + f" and batch size {recipe.batch_size} with drop_last",
                             hint="use a smaller --batch-size, more training images, or --set drop_last=false")
     return bundle
+
+
+def _limits_used(limits: dict[str, int | None], bundle, reporter: Reporter) -> dict[str, int | None]:
+    """The limits as the data met them: `--limit-train 2048` on a 512-image set trains on, and
+    records, 512 (and says so). No limit stays None."""
+    used = {"train": bundle.num_train, "test": bundle.num_test}
+    for split, flag in (("train", "--limit-train"), ("test", "--limit-test")):
+        if limits[split] is not None and limits[split] > used[split]:
+            reporter.note(f"note: {flag} {limits[split]:,} is more than the {used[split]:,} images there are; "
+                          f"using {used[split]:,}", always=False)
+    return {split: None if limits[split] is None else used[split] for split in used}
 
 
 def _whiten(module: torch.nn.Module, recipe: Recipe, bundle, *, resuming: bool) -> None:

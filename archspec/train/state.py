@@ -129,7 +129,7 @@ class Run:
     recipe_dict: dict[str, Any]  # recipe.to_dict() made plain: what checkpoints and recipe.yaml store
     fingerprint: str  # of the resolved spec (archspec.train.checkpoint.spec_fingerprint)
     dataset: str
-    limits: dict[str, int | None]  # {"train": ..., "test": ...}: the --limit-* the run uses
+    limits: dict[str, int | None]  # {"train": ..., "test": ...}: images used under --limit-* (None: no limit)
     out: Path  # the run directory
     device: torch.device
     precision: Precision
@@ -209,7 +209,7 @@ class Run:
             "images_seen": h.images_seen,
             "compile": self.compile_mode or False, "compile_seconds": h.compile_seconds,
             "device": str(self.device), "precision": self.precision.name, "torch": str(torch.__version__),
-            "seed": self.recipe.seed, "batch_size": self.recipe.batch_size,
+            "seed": self.recipe.seed, "threads": torch.get_num_threads(), "batch_size": self.recipe.batch_size,
             "limit_train": self.limits["train"], "limit_test": self.limits["test"],
             "run_dir": str(self.out),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
