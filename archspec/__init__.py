@@ -27,11 +27,12 @@ def load_torchvision_weights(model, name, state_dict=None, *, skip_mismatched=Fa
     return _load(model, name, state_dict, skip_mismatched=skip_mismatched)
 
 
-def summarize(spec, model=None):
-    """Per-layer and total parameter / MAC counts (meta device: no weights allocated)."""
+def summarize(spec, model=None, memory=None):
+    """Per-layer and total parameter / MAC counts (meta device: no weights allocated); with
+    `memory` (an `archspec.memory.Setup`), the training-memory estimate too."""
     from archspec.summary import summarize as _summarize
 
-    return _summarize(spec, model=model)
+    return _summarize(spec, model=model, memory=memory)
 
 
 __all__ = ["ArchspecError", "Spec", "build_model", "load_spec", "load_torchvision_weights", "summarize",

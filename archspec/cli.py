@@ -97,19 +97,29 @@ def count(
     data: DataOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
     depth: Annotated[int | None, typer.Option(help="show nested layers down to this depth (1 = top level)")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="batch size of the "
+                                                   "training-memory estimate (default: the recipe's)")] = None,
+    recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="recipe whose optimizer, precision and "
+                                               "batch size the estimate uses (default: the spec's, else adam)")]
+    = None,
+    device: Annotated[str, typer.Option(help="device type the memory estimate is for: cuda or cpu")] = "cuda",
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16 (default: the recipe's)")] = None,
     allow_import: AllowImportOpt = False,
 ) -> None:
-    """Print the per-layer table and exact parameter count (no weights are allocated).
+    """Print the per-layer table, exact parameter count and training memory (no weights are allocated).
 
-    Example: archspec count specs/variant2.yaml --depth 1
+    Example: archspec count specs/variant2.yaml --depth 1 --batch-size 128
     """
     import json
 
+    from archspec.recipes import load_recipe
+    from archspec.recipes.build import memory_setup
     from archspec.spec.loader import load_spec
     from archspec.summary import summarize
 
     loaded = load_spec(spec, dataset=data, allow_import=allow_import)
-    summary = summarize(loaded)
+    chosen = load_recipe(recipe or loaded.recipe, batch_size=batch_size)  # train's default: adam
+    summary = summarize(loaded, memory=memory_setup(chosen, device, precision))
     if json_out:
         print(json.dumps(summary.to_dict(), indent=1))
         return

@@ -452,7 +452,7 @@ def test_module_macs_unknown_is_not_zero(write, tmp_path, monkeypatch):
     ("batchnorm2d", '"bn"'),
     ("conv2d", '"conv"'),
     ("dense", '"linear"'),
-    ("norm", '"layernorm" or "bn"'),
+    ("norm", ('"layernorm"', '"bn"')),
     ("rleu", '"relu"'),
 ])
 def test_unknown_kind_suggests_by_meaning_and_points_to_the_list(write, word, meant):
@@ -460,7 +460,10 @@ def test_unknown_kind_suggests_by_meaning_and_points_to_the_list(write, word, me
         load(write, f"input: [4]\nclasses: 2\nlayers: [{word}, linear: classes]\n")
     message = str(info.value)
     assert "`archspec validate --kinds` lists every kind" in message
-    if meant:
+    if isinstance(meant, tuple):  # several kinds mean it, in registry order
+        hint = message.split("(did you mean ")[1].split("?)")[0]
+        assert sorted(hint.split(" or ")) == sorted(meant)
+    elif meant:
         assert f"(did you mean {meant}" in message
     assert "flatten" not in message
 
@@ -516,3 +519,87 @@ def test_codegen_carries_the_new_kinds(write):
     plain.load_state_dict(ours.state_dict())
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(ours(x), plain(x))
+
+
+# --- training memory ------------------------------------------------------------------------------
+
+MODERN = {
+    "se_inverted": """
+        input: [3, 16, 16]
+        classes: 5
+        blocks:
+          se:
+            params: {c: $in_channels}
+            layers:
+              - parallel: {merge: mul, paths: [[identity], [gap, conv: {out: 4, kernel: 1}, relu, conv: {out: $c, kernel: 1},
+                                                       hardsigmoid]]}
+        layers:
+          - conv: {out: 16, stride: 2, bias: false}
+          - bn
+          - hardswish
+          - residual:
+              shortcut: if_same
+              layers: [conv: {out: 32, kernel: 1}, relu6, conv: {out: 32, groups: 32}, se, conv: {out: 16, kernel: 1},
+                       droppath: 0.1]
+          - residual: {shortcut: if_same, layers: [conv: {out: 24, kernel: 1}, groupnorm: 4, mish]}
+          - gap
+          - flatten
+          - linear: classes
+    """,
+    "convnext_like": """
+        input: [3, 16, 16]
+        classes: 5
+        layers:
+          - conv: {out: 16, kernel: 4, stride: 4, padding: 0}
+          - layernorm
+          - residual: {layers: [conv: {out: 16, kernel: 7, groups: 16}, layernorm, conv: {out: 64, kernel: 1}, gelu,
+                                conv: {out: 16, kernel: 1}, layerscale: 0.5, droppath: 0.1]}
+          - gap
+          - layernorm
+          - flatten
+          - linear: classes
+    """,
+    "shuffle_like": """
+        input: [3, 16, 16]
+        classes: 5
+        layers:
+          - conv: {out: 16, stride: 2, bias: false}
+          - bn
+          - relu
+          - parallel: {merge: concat, paths: [[chunk: 0], [chunk: 1, conv: {out: 8, groups: 8, bias: false}, bn]]}
+          - channel_shuffle: 2
+          - gap
+          - flatten
+          - linear: classes
+    """,
+    "vit_like": TINY_VIT,
+    "swin_like": """
+        input: [3, 32, 32]
+        classes: 5
+        layers:
+          - conv: {out: 16, kernel: 4, stride: 4, padding: 0}
+          - layernorm
+          - residual: {layers: [layernorm, window_attention: {heads: 2, window: 4}]}
+          - residual: {layers: [layernorm, window_attention: {heads: 2, window: 4, shift: 2}]}
+          - patch_merging
+          - residual: {layers: [layernorm, conv: {out: 64, kernel: 1}, gelu, conv: {out: 32, kernel: 1}]}
+          - gap
+          - flatten
+          - linear: classes
+    """,
+}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", sorted(MODERN))
+def test_training_memory_of_modern_blocks_matches_autograd(name, precision, write):
+    """The activations a CPU training step keeps for backward, as archspec/memory.py estimates them
+    from each kind's `saved`, equal what autograd saves in these networks' forward."""
+    from archspec.memory import Setup, estimate_memory
+
+    from . import memory_probe as probe
+
+    spec = load(write, MODERN[name])
+    estimate = estimate_memory(spec, archspec.build_model(spec, device="meta"), Setup(4, "cpu", precision))
+    measured = probe.forward_kept_bytes(spec, 4, "cpu", precision)
+    assert estimate.activation_bytes - 4 * spec.num_classes * 4 == pytest.approx(measured, rel=0.01, abs=1)

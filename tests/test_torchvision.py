@@ -165,3 +165,30 @@ def test_cli_train_starts_from_torchvision_weights(tmp_path, cli):
     bad = cli("train", SPECS / "resnet18.yaml", "--data", "synthetic", "--weights", tmp_path / "nope.pth",
               "--runs-dir", runs)
     assert bad.exit_code == 2 and "nope.pth: --weights takes" in bad.output
+
+
+# Networks whose kinds came with this spec set; the others are the kinds test_memory checks.
+MEMORY_FAST = {"mobilenet_v3_small", "shufflenet_v2_x1_0", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t"}
+
+
+# bf16 everywhere (the case with autocast's casts and fp32 promotion); fp32 for the transformers.
+MEMORY_CASES = [*((n, "bf16") for n in BUILDERS), ("vit_b_16", "fp32"), ("swin_t", "fp32")]
+
+
+@pytest.mark.parametrize(("name", "precision"), [c if c[0] in MEMORY_FAST else pytest.param(*c, marks=pytest.mark.slow)
+                                                 for c in MEMORY_CASES])
+def test_training_memory_estimate_keeps_what_autograd_keeps(name, precision):
+    """The activations archspec/memory.py says a CPU training step keeps for backward (batch 2,
+    224x224) are, to the byte, what autograd saves in the forward (fake tensors: no memory or
+    compute spent)."""
+    from archspec.memory import Setup, estimate_memory
+
+    try:
+        from tests import memory_probe as probe
+    except ImportError:
+        import memory_probe as probe
+
+    spec = archspec.load_spec(SPECS / f"{name}.yaml")
+    estimate = estimate_memory(spec, archspec.build_model(spec, device="meta"), Setup(2, "cpu", precision))
+    loss = 2 * 1000 * 4  # the loss's fp32 log-probabilities: not the model's
+    assert estimate.activation_bytes - loss == probe.forward_kept_bytes(spec, 2, "cpu", precision)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from archspec.layers.base import LayerKind, register
+from archspec.layers.base import LayerKind, Saved, register
 
 
 class _Activation(LayerKind):
     torch_name: str = ""
+    keeps: str = "input"  # what autograd keeps for its gradient: "input", "output" (the result) or "none"
+
+    def saved(self, o, shape, out, device):
+        if self.keeps == "none":
+            return Saved(alias=True)  # identity returns its input
+        return Saved(input=self.keeps == "input", output=self.keeps == "output")
 
     def build(self, o, shape):
         from torch import nn
@@ -17,24 +23,25 @@ class _Activation(LayerKind):
         return f"nn.{self.torch_name}()"
 
 
-def _simple(kind: str, torch_name: str, text: str, synonyms: tuple[str, ...] = ()) -> type[LayerKind]:
+def _simple(kind: str, torch_name: str, text: str, keeps: str, synonyms: tuple[str, ...] = ()) -> type[LayerKind]:
     cls = type(kind.title().replace("_", ""), (_Activation,),
                {"name": kind, "torch_name": torch_name, "summary": text, "example": kind, "options": {},
-                "synonyms": synonyms})
+                "keeps": keeps, "synonyms": synonyms})
     return register(cls)
 
 
-_simple("relu", "ReLU", "rectified linear unit", ("rectifier",))
-_simple("relu6", "ReLU6", "ReLU clipped at 6 (MobileNetV2)", ("clipped_relu",))
-_simple("gelu", "GELU", "Gaussian error linear unit")
-_simple("silu", "SiLU", "SiLU / swish", ("swish",))
-_simple("hardswish", "Hardswish", "hard swish, x * relu6(x + 3) / 6 (MobileNetV3)", ("hswish", "h_swish"))
-_simple("hardsigmoid", "Hardsigmoid", "hard sigmoid, relu6(x + 3) / 6 (MobileNetV3's SE gate)",
-        ("hsigmoid", "h_sigmoid"))
-_simple("mish", "Mish", "mish, x * tanh(softplus(x))")
-_simple("tanh", "Tanh", "hyperbolic tangent")
-_simple("sigmoid", "Sigmoid", "logistic sigmoid", ("logistic",))
-_simple("identity", "Identity", "no-op (handy as a placeholder in ablations)", ("noop", "none", "passthrough"))
+# relu, tanh and sigmoid differentiate from their result; the others need their input.
+_simple("relu", "ReLU", "rectified linear unit", "output", ("rectifier",))
+_simple("relu6", "ReLU6", "ReLU clipped at 6 (MobileNetV2)", "input", ("clipped_relu",))
+_simple("gelu", "GELU", "Gaussian error linear unit", "input")
+_simple("silu", "SiLU", "SiLU / swish", "input", ("swish",))
+_simple("hardswish", "Hardswish", "hard swish, x * relu6(x + 3) / 6 (MobileNetV3)", "input", ("hswish",))
+_simple("hardsigmoid", "Hardsigmoid", "hard sigmoid, relu6(x + 3) / 6 (MobileNetV3's SE gate)", "input",
+        ("hsigmoid",))
+_simple("mish", "Mish", "mish, x * tanh(softplus(x))", "input")
+_simple("tanh", "Tanh", "hyperbolic tangent", "output")
+_simple("sigmoid", "Sigmoid", "logistic sigmoid", "output", ("logistic",))
+_simple("identity", "Identity", "no-op (handy as a placeholder in ablations)", "none", ("noop", "none", "passthrough"))
 
 
 @register
@@ -58,6 +65,12 @@ class LeakyReLU(_Activation):
 
 
 class _SoftmaxLike(_Activation):
+    keeps = "output"
+
+    def saved(self, o, shape, out, device):
+        # CUDA autocast runs (log_)softmax in fp32 (a bf16 input is cast up first).
+        return Saved(output=True, compute="fp32" if device == "cuda" else "follow")
+
     def build(self, o, shape):
         from torch import nn
 

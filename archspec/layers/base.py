@@ -29,6 +29,10 @@ Methods (``o`` is the validated options mapping with defaults filled in; shapes 
                             it may call the helpers listed in ``layers/modules.py``'s ``__all__``.
     ``label(o, shape, written)`` the short text ``archspec count`` shows in its kind column.
                             Default: ``name``.
+    ``kernel(o)``           the window ``archspec count`` shows in its kernel column ("3x3 s2");
+                            where that column is left out, after the label. Default: "" (none).
+    ``saved(o, shape, out, device)`` what the built module keeps for backward (a `Saved`), for
+                            the training-memory estimate (archspec/memory.py). Default: its input.
     ``tidy_options(o)``     make validated values canonical in place (e.g. a float slope).
     ``name_stem(written)``  stem of the automatic module name (``conv`` -> conv1, conv2).
 
@@ -45,6 +49,7 @@ tests/test_kind_plugin.py shows a composite and a leaf kind defined as nothing b
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 Shape = tuple[int, ...]
@@ -66,6 +71,69 @@ COMMON_OPTIONS: dict[str, dict] = {
 # options: the layer exists only where the condition is non-zero. Shown in the editor schema.
 IF_OPTION = {"if": {"anyOf": [{"type": "number"}, {"type": "boolean"}, {"type": "string"}],
                     "description": "keep this layer only where the number or ${expression} is non-zero"}}
+
+
+@dataclass(frozen=True)
+class Held:
+    """A tensor a layer creates and keeps for backward besides its output: a dropout mask, max-pool
+    indices, batch-norm statistics, the inner activations of a block.
+
+    `dtype` is "act" for the layer's activation dtype (fp32, or bf16/fp16 under autocast),
+    "input" for its input's dtype, "lowp" for autocast's 16 bits (the input's dtype without
+    autocast: a block mixing both, as a transformer block's fp32 residual stream and 16-bit
+    projections), else "fp32", "int64" or "bool". `numel` counts elements per sample, or per batch when
+    `per_sample` is False (batch-norm statistics do not grow with the batch).
+    """
+
+    numel: int
+    dtype: str = "act"
+    per_sample: bool = True
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a layer's torch module keeps for backward once its forward has run: autograd's saved
+    tensors, which is what a training step really holds between forward and backward (torchinfo
+    counts each layer's output instead, and misses masks, indices and saved inputs).
+
+    Tensors are shared: a ReLU keeps its output and the next conv keeps the same tensor as its
+    input, so a layer says *which* tensors it keeps (`input`, `output`, its own `held` ones) and
+    archspec/memory.py counts each tensor once. For a composite kind these describe only its own
+    work (the shortcut, the merge); its groups' layers speak for themselves.
+
+    `alias`: the output is the input itself or a view of it (flatten, identity): no new memory.
+    `view`: the output is a view of part of the input (a chunk of the channels, the class token):
+    no new memory, and keeping it keeps the input's storage; but an autocast copy of it (a linear
+    reading it) has the view's own size.
+    `compute`: what autocast does with it: "lowp" (conv, linear: input and weights cast to
+    bf16/fp16, output in bf16/fp16), "fp32" (softmax: cast up), "follow" (keeps the input's dtype),
+    "promote" (not an autocast op, but mixed with an fp32 parameter: a bf16 input times ConvNeXt's
+    layer scale, or joined with ViT's class token, gives fp32 by type promotion; the input is kept
+    as it is).
+    For a composite, "lowp" sets the dtype of its own `held` tensors (a projection's), "fp32" that
+    of its output; otherwise both are its groups' widest output dtype.
+    `cast`: weight elements autocast copies to 16 bits (cached through the forward) and the layer
+    keeps for backward (a conv's weights; their biases' copies are not kept). `cast_if_grad`: the
+    same, kept only when the input needs a gradient (a linear's weights: without one, the weight
+    gradient needs only the input).
+    `temp`: tensors alive only while its forward runs (an unkept inner result).
+    `groups`: a composite's merge keeps its groups' outputs (a product needs each factor for the
+    other's gradient). `merges_input`: its merge adds its input too (an identity shortcut), so the
+    output has the wider of the input's and the groups' dtypes (a 16-bit body added to an fp32
+    residual stream is fp32).
+    """
+
+    input: bool = False
+    output: bool = False
+    held: tuple[Held, ...] = ()
+    alias: bool = False
+    compute: str = "follow"
+    cast: int = 0
+    cast_if_grad: int = 0
+    temp: tuple[Held, ...] = ()
+    groups: bool = False
+    view: bool = False
+    merges_input: bool = False
 
 
 class ShapeError(ValueError):
@@ -156,6 +224,18 @@ class LayerKind:
         """What `archspec count` shows in its kind column; `written` is how the spec named the layer
         (the key as typed, or a block call such as ``stage(out=256)``)."""
         return self.name
+
+    def kernel(self, o: dict) -> str:
+        """The window (and stride) `archspec count` shows in its kernel column ("3x3 s2"); "" when the
+        kind has none. On a terminal too narrow for that column it follows the label."""
+        return ""
+
+    def saved(self, o: dict, shape: Shape, out: Shape, device: str) -> Saved:
+        """What the built module keeps for backward in training on `device` ("cuda" or "cpu": a few
+        torch kernels differ). tests/test_memory.py checks every kind's answer against autograd's
+        saved tensors. Default: its input, which most ops need for their gradient (the safe guess
+        for a module archspec cannot see into)."""
+        return Saved(input=True)
 
     def tidy_options(self, o: dict) -> None:
         """Make validated option values canonical in place, so the resolved spec and the generated

@@ -3,7 +3,7 @@ and `channel_shuffle` (interleave the channels of `groups` groups so they mix in
 
 from __future__ import annotations
 
-from archspec.layers.base import NONNEG_INT, POS_INT, LayerKind, ShapeError, fmt_shape, register
+from archspec.layers.base import NONNEG_INT, POS_INT, LayerKind, Saved, ShapeError, fmt_shape, register
 
 
 @register
@@ -25,6 +25,9 @@ class Chunk(LayerKind):
         if o["index"] >= o["chunks"]:
             raise ShapeError(f"index {o['index']} is not below chunks {o['chunks']} (indices start at 0)")
         return (shape[0] // o["chunks"], *shape[1:])
+
+    def saved(self, o, shape, out, device):
+        return Saved(view=True)  # a view of part of its input
 
     def build(self, o, shape):
         from archspec.layers.modules import Chunk as ChunkModule
@@ -50,6 +53,9 @@ class ChannelShuffle(LayerKind):
         if shape[0] % o["groups"]:
             raise ShapeError(f"groups={o['groups']} must divide the {shape[0]} channels")
         return shape
+
+    def saved(self, o, shape, out, device):
+        return Saved()  # a permuted copy: its gradient is the inverse permutation
 
     def build(self, o, shape):
         from torch import nn

@@ -8,7 +8,8 @@ loader into `sequence` layers, so they need no class here.
 
 from __future__ import annotations
 
-from archspec.layers.base import POS_INT, LayerKind, ShapeError, fmt_shape, register
+from archspec.layers.base import POS_INT, Held, LayerKind, Saved, ShapeError, fmt_shape, prod, register
+from archspec.layers.norm import bn_stats
 
 LAYER_LIST = {"type": "array", "minItems": 1, "description": "a list of layers"}
 
@@ -28,6 +29,9 @@ class Composite(LayerKind):
     ``build_composite(o, shape, children, out)``  the module from the built groups.
     ``extra_macs(o, shape, out)``    MACs of its own (projection, gate) beyond the groups'.
     ``code_composite(o, shape, child_codes, out)`` code from each group's code.
+    ``saved(o, shape, out, device)`` what its own work (shortcut, merge) keeps for backward; its
+                                     groups' layers count for themselves. Default: nothing kept,
+                                     a new output (an add).
     """
 
     composite = True
@@ -54,6 +58,9 @@ class Composite(LayerKind):
     def extra_macs(self, o, shape, out) -> int:
         return 0
 
+    def saved(self, o, shape, out, device) -> Saved:
+        return Saved()
+
     def code_composite(self, o, shape, child_codes: list[str], out) -> str:
         raise NotImplementedError
 
@@ -76,6 +83,9 @@ class Sequence(Composite):
 
     def combine(self, o, shape, outs):
         return outs[0]
+
+    def saved(self, o, shape, out, device):
+        return Saved(alias=True)  # its output is its group's output
 
     def build_composite(self, o, shape, children, out):
         return children[0]
@@ -177,6 +187,21 @@ class Residual(Composite):
                                          nn.BatchNorm2d(out[0]))
         return ResidualModule(children[0], shortcut)
 
+    def saved(self, o, shape, out, device):
+        """The add keeps nothing (without one, the output is the body's). A conv projection keeps
+        the block input (shared with the body) and its conv output (kept by its BN); a linear
+        projection keeps the input. A shortcut of layers speaks for itself."""
+        mode = self._mode(o, shape, out)
+        if mode == "none":
+            return Saved(alias=True)
+        if mode != "projection":
+            return Saved(merges_input=mode == "identity")
+        if len(shape) == 1:
+            return Saved(input=True, compute="lowp", cast_if_grad=shape[0] * out[0], temp=(Held(out[0]),))
+        stats = bn_stats(out[0], device)
+        return Saved(input=True, held=(Held(prod(out)), stats), compute="lowp", cast=shape[0] * out[0],
+                     temp=(Held(prod(out)),))
+
     def extra_macs(self, o, shape, out):
         if self._mode(o, shape, out) != "projection":
             return 0
@@ -277,6 +302,24 @@ class Parallel(Composite):
         from archspec.layers.modules import Parallel as ParallelModule
 
         return ParallelModule(children, o["merge"], in_channels=shape[0])
+
+    def saved(self, o, shape, out, device):
+        """concat keeps nothing; sum and mean stack the paths first (a temporary). gated keeps the
+        stacked paths and the softmax weights for its product, and the gate's input (pooled, or
+        the input itself when flat)."""
+        paths = len(self.child_lists(o))
+        if o["merge"] == "concat":
+            return Saved()
+        if o["merge"] == "mul":
+            return Saved(groups=True)  # each factor, for the other's gradient
+        stacked = Held(paths * prod(out))
+        if o["merge"] != "gated":
+            return Saved(temp=(stacked,))
+        # CUDA autocast runs the softmax in fp32, and the product with fp32 weights is fp32 too
+        weights = Held(paths, "fp32" if device == "cuda" else "act")
+        gate = (weights,) if len(shape) == 1 else (Held(shape[0]), weights)
+        return Saved(input=len(shape) == 1, held=(stacked, *gate), compute="fp32" if device == "cuda" else "follow",
+                     cast_if_grad=shape[0] * paths, temp=(stacked,))
 
     def extra_macs(self, o, shape, out):
         return shape[0] * len(self.child_lists(o)) if o["merge"] == "gated" else 0

@@ -6,6 +6,7 @@ from archspec.layers.base import (
     BOOL,
     POS_INT,
     LayerKind,
+    Saved,
     ShapeError,
     conv_out,
     fmt_shape,
@@ -71,8 +72,12 @@ class Conv(LayerKind):
             )
         return (o["out"], oh, ow)
 
-    def label(self, o, shape, written):
-        return f"conv {o['kernel']}x{o['kernel']}" + (f" s{o['stride']}" if o["stride"] != 1 else "")
+    def kernel(self, o):
+        return f"{o['kernel']}x{o['kernel']}" + (f" s{o['stride']}" if o["stride"] != 1 else "")
+
+    def saved(self, o, shape, out, device):
+        # the weight is a parameter (no new memory) unless autocast keeps a 16-bit copy of it
+        return Saved(input=True, compute="lowp", cast=out[0] * (shape[0] // o["groups"]) * o["kernel"] ** 2)
 
     def build(self, o, shape):
         from torch import nn

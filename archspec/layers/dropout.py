@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archspec.layers.base import LayerKind, need_image, register
+from archspec.layers.base import Held, LayerKind, Saved, need_image, prod, register
 
 _P = {"type": "number", "minimum": 0, "maximum": 1, "exclusiveMaximum": 1, "default": 0.5,
       "description": "drop probability, 0 <= p < 1"}
@@ -18,6 +18,12 @@ class Dropout(LayerKind):
 
     def label(self, o, shape, written):
         return f"dropout {o['p']}"
+
+    def saved(self, o, shape, out, device):
+        if o["p"] == 0:
+            return Saved(alias=True)  # torch returns the input itself
+        # CUDA's fused kernel keeps a bool mask; the CPU path keeps the scaled noise in the input's dtype
+        return Saved(held=(Held(prod(shape), "bool" if device == "cuda" else "act"),))
 
     def build(self, o, shape):
         from torch import nn
@@ -40,6 +46,11 @@ class Dropout2d(LayerKind):
     def output_shape(self, o, shape):
         need_image(shape, self.name)
         return shape
+
+    def saved(self, o, shape, out, device):
+        if o["p"] == 0:
+            return Saved(alias=True)
+        return Saved(held=(Held(shape[0]),))  # one noise value per channel and sample
 
     def build(self, o, shape):
         from torch import nn

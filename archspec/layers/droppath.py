@@ -8,7 +8,7 @@ torchvision's StochasticDepth in "row" mode does the work.
 
 from __future__ import annotations
 
-from archspec.layers.base import LayerKind, register
+from archspec.layers.base import Held, LayerKind, Saved, register
 
 
 @register
@@ -21,6 +21,11 @@ class DropPath(LayerKind):
                      "description": "drop probability per sample, 0 <= p < 1"}}
     required = ("p",)
     example = "droppath: 0.1"
+
+    def saved(self, o, shape, out, device):
+        if o["p"] == 0:
+            return Saved(alias=True)  # returns its input
+        return Saved(held=(Held(1),))  # one scaled keep-or-drop value per sample
 
     def build(self, o, shape):
         from torchvision.ops import StochasticDepth

@@ -9,7 +9,17 @@ show it); this kind keeps a 12-block ViT spec short and its module names match t
 
 from __future__ import annotations
 
-from archspec.layers.base import POS_INT, LayerKind, ShapeError, counted_macs, need_tokens, register
+from archspec.layers.attention import attention_saved
+from archspec.layers.base import (
+    POS_INT,
+    Held,
+    LayerKind,
+    Saved,
+    ShapeError,
+    counted_macs,
+    need_tokens,
+    register,
+)
 
 DROP = {"type": "number", "minimum": 0, "maximum": 1, "exclusiveMaximum": 1, "default": 0.0}
 
@@ -44,6 +54,18 @@ class EncoderBlockKind(LayerKind):
     def _args(self, o, shape) -> tuple:
         d = shape[1]
         return d, o["heads"], int(d * o["mlp_ratio"]), o["dropout"], o["attention_dropout"], o["eps"]
+
+    def saved(self, o, shape, out, device):
+        """In the residual stream's dtype (its input's: fp32 in a ViT, whose class token promotes
+        it): the input and the sum after attention (each a LayerNorm's input) and both LayerNorms'
+        statistics. In the projections' 16 bits under autocast: the attention's tensors, the MLP's
+        input and its hidden layer before and after GELU; and 16-bit copies of all weights."""
+        n, d = shape
+        m = int(d * o["mlp_ratio"])
+        attention = attention_saved(n, d, o["heads"])
+        lowp = Held(attention.held[0].numel + n * d + 2 * n * m, "lowp")
+        return Saved(input=True, held=(Held(4 * n + n * d), lowp, attention.held[1]),
+                     cast=attention.cast + attention.cast_if_grad + 2 * d * m)
 
     def build(self, o, shape):
         from archspec.layers.modules import EncoderBlock

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from archspec.layers.base import BOOL, POS_INT, LayerKind, ShapeError, fmt_shape, kwargs_code, register
+from archspec.layers.base import (
+    BOOL,
+    POS_INT,
+    Held,
+    LayerKind,
+    Saved,
+    ShapeError,
+    fmt_shape,
+    kwargs_code,
+    register,
+)
 
 
 @register
@@ -25,6 +35,10 @@ class GroupNorm(LayerKind):
         if shape[0] % o["groups"]:
             raise ShapeError(f"groups={o['groups']} must divide the {shape[0]} channels")
         return shape
+
+    def saved(self, o, shape, out, device):
+        """Its input and a mean and 1/std per group; like layer_norm, fp32 under CUDA's autocast."""
+        return Saved(input=True, held=(Held(2 * o["groups"]),), compute="fp32" if device == "cuda" else "follow")
 
     def build(self, o, shape):
         from torch import nn

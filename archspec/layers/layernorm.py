@@ -7,7 +7,17 @@ than over the whole [C, H, W] map (which would tie the model to one input size).
 
 from __future__ import annotations
 
-from archspec.layers.base import BOOL, LayerKind, ShapeError, fmt_shape, kwargs_code, register
+from archspec.layers.base import (
+    BOOL,
+    Held,
+    LayerKind,
+    Saved,
+    ShapeError,
+    fmt_shape,
+    kwargs_code,
+    prod,
+    register,
+)
 
 _EPS = {"type": "number", "exclusiveMinimum": 0, "default": 1e-5}
 
@@ -38,6 +48,12 @@ class LayerNorm(LayerKind):
 
         cls = LayerNorm2d if self._cls(shape) == "LayerNorm2d" else nn.LayerNorm
         return cls(self._dim(shape), eps=o["eps"], elementwise_affine=o["affine"])
+
+    def saved(self, o, shape, out, device):
+        """Its input, and a mean and 1/std per normalised position (pixel, token or sample). CUDA's
+        autocast runs layer_norm in fp32: it keeps an fp32 copy of a 16-bit input, fp32 statistics."""
+        positions = prod(shape) // self._dim(shape)
+        return Saved(input=True, held=(Held(2 * positions),), compute="fp32" if device == "cuda" else "follow")
 
     @staticmethod
     def _dim(shape) -> int:

@@ -6,7 +6,7 @@ blocks start at 1e-6. One value per channel of an image, or per feature of featu
 
 from __future__ import annotations
 
-from archspec.layers.base import LayerKind, ShapeError, fmt_shape, register
+from archspec.layers.base import LayerKind, Saved, ShapeError, fmt_shape, register
 
 
 @register
@@ -29,6 +29,9 @@ class LayerScaleKind(LayerKind):
     def output_shape(self, o, shape):
         self.param_shape(shape)
         return shape
+
+    def saved(self, o, shape, out, device):
+        return Saved(input=True, compute="promote")  # for the scale's gradient; times an fp32 scale is fp32
 
     def build(self, o, shape):
         from archspec.layers.modules import LayerScale

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archspec.layers.base import BOOL, POS_INT, LayerKind, kwargs_code, need_flat, prod, register
+from archspec.layers.base import BOOL, POS_INT, LayerKind, Saved, kwargs_code, need_flat, prod, register
 
 
 @register
@@ -14,6 +14,9 @@ class Flatten(LayerKind):
 
     def output_shape(self, o, shape):
         return (prod(shape),)
+
+    def saved(self, o, shape, out, device):
+        return Saved(alias=True)  # a view of its input
 
     def build(self, o, shape):
         from torch import nn
@@ -41,6 +44,9 @@ class Linear(LayerKind):
             return (shape[0], o["out"])
         need_flat(shape, "linear")
         return (o["out"],)
+
+    def saved(self, o, shape, out, device):
+        return Saved(input=True, compute="lowp", cast_if_grad=shape[-1] * o["out"])
 
     def build(self, o, shape):
         from torch import nn

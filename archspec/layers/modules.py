@@ -256,7 +256,7 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        nn.init.normal_(self.relative_position_bias_table, std=0.02)  # (truncated at +-2 in Swin: never reached)
         # for each (query, key) pair of a window: which row of the table holds their bias
         ys, xs = torch.arange(window * window).div(window, rounding_mode="floor"), torch.arange(window * window) % window
         dy = ys[:, None] - ys[None, :] + window - 1

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from archspec.layers.base import BOOL, LayerKind, ShapeError, fmt_shape, kwargs_code, register
+from archspec.layers.base import BOOL, Held, LayerKind, Saved, ShapeError, fmt_shape, kwargs_code, register
 
 _NUM = {"type": "number", "exclusiveMinimum": 0}
+
+
+def bn_stats(channels: int, device: str, count: int = 1) -> Held:
+    """The batch mean and inverse std per channel that `count` batch norms keep for backward: fp32
+    on CUDA whatever the input dtype, the input's dtype on the CPU."""
+    return Held(2 * channels * count, "fp32" if device == "cuda" else "act", per_sample=False)
 
 
 @register
@@ -41,6 +47,9 @@ class BatchNorm(LayerKind):
 
     def macs(self, o, shape, out):
         return 0
+
+    def saved(self, o, shape, out, device):
+        return Saved(input=True, held=(bn_stats(shape[0], device),))
 
     def code(self, o, shape):
         extra = kwargs_code({"eps": o["eps"], "momentum": o["momentum"], "affine": o["affine"]},

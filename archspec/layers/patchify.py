@@ -6,7 +6,7 @@ the (H/p) x (W/p) grid is read row by row, so N = H*W/p^2 (ViT-B/16 on 224x224: 
 
 from __future__ import annotations
 
-from archspec.layers.base import BOOL, POS_INT, LayerKind, ShapeError, fmt_shape, need_image, register
+from archspec.layers.base import BOOL, POS_INT, LayerKind, Saved, ShapeError, fmt_shape, need_image, register
 
 
 @register
@@ -21,7 +21,7 @@ class PatchifyKind(LayerKind):
         "bias": {**BOOL, "default": True},
     }
     required = ("dim", "patch")
-    example = "patchify: {dim: 32, patch: 4}"
+    example = "patchify: {dim: 32, patch: 2}"
 
     def output_shape(self, o, shape):
         _, h, w = need_image(shape, "patchify")
@@ -29,6 +29,9 @@ class PatchifyKind(LayerKind):
         if h % p or w % p:
             raise ShapeError(f"patch {p} does not tile the {h}x{w} image {fmt_shape(shape)}")
         return ((h // p) * (w // p), o["dim"])
+
+    def saved(self, o, shape, out, device):
+        return Saved(input=True, compute="lowp", cast=o["dim"] * shape[0] * o["patch"] ** 2)  # as a conv
 
     def build(self, o, shape):
         from archspec.layers.modules import Patchify

@@ -5,7 +5,9 @@ from __future__ import annotations
 from archspec.layers.base import (
     NONNEG_INT,
     POS_INT,
+    Held,
     LayerKind,
+    Saved,
     ShapeError,
     conv_out,
     fmt_shape,
@@ -24,6 +26,14 @@ def pool_out(size: int, window: int, stride: int, padding: int, ceil: bool) -> i
     if (out - 1) * stride >= size + padding:
         out -= 1
     return out
+
+
+def _pool_saved(kind: str, out) -> Saved:
+    """Max pooling keeps its input and the argmax indices (int64, one per output element); average
+    pooling keeps only its input."""
+    if kind == "max":
+        return Saved(input=True, held=(Held(out[0] * out[1] * out[2], "int64"),))
+    return Saved(input=True)
 
 
 class _Pool(LayerKind):
@@ -55,7 +65,14 @@ class _Pool(LayerKind):
         return (c, oh, ow)
 
     def label(self, o, shape, written):
-        return f"{self._type(o)}pool {o['size']}x{o['size']}"
+        return f"{self._type(o)}pool"
+
+    def kernel(self, o):
+        stride = o["stride"] or o["size"]
+        return f"{o['size']}x{o['size']}" + (f" s{stride}" if stride != o["size"] else "")
+
+    def saved(self, o, shape, out, device):
+        return _pool_saved(self._type(o), out)
 
     def build(self, o, shape):
         from torch import nn
@@ -110,6 +127,11 @@ class AdaptivePool(LayerKind):
         c, _, _ = need_image(shape, self.name)
         return (c, o["size"], o["size"])
 
+    def saved(self, o, shape, out, device):
+        if o["type"] == "avg" and o["size"] == 1:
+            return Saved()  # torch computes it as a mean, whose gradient needs no tensor
+        return _pool_saved(o["type"], out)
+
     def build(self, o, shape):
         from torch import nn
 
@@ -129,6 +151,9 @@ class GlobalAvgPool(LayerKind):
     def output_shape(self, o, shape):
         c, _, _ = need_image(shape, self.name)
         return (c, 1, 1)
+
+    def saved(self, o, shape, out, device):
+        return Saved()  # a mean over H and W: its gradient needs no tensor
 
     def build(self, o, shape):
         from torch import nn

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from archspec.layers.base import BOOL, POS_INT, LayerKind, ShapeError, conv_out, need_image, register
+from archspec.layers.base import (
+    BOOL,
+    POS_INT,
+    Held,
+    LayerKind,
+    Saved,
+    ShapeError,
+    conv_out,
+    need_image,
+    register,
+)
+from archspec.layers.norm import bn_stats
 
 
 @register
@@ -20,7 +31,7 @@ class ResBlockKind(LayerKind):
     example = "resblock: {out: 128, stride: 2}"
 
     def label(self, o, shape, written):
-        return f"resblock x{o['convs']}" + (f" s{o['stride']}" if o["stride"] != 1 else "")
+        return f"resblock x{o['convs']}"
 
     def output_shape(self, o, shape):
         c, h, w = need_image(shape, "resblock")
@@ -33,6 +44,23 @@ class ResBlockKind(LayerKind):
         from archspec.layers.modules import ResBlock
 
         return ResBlock(shape[0], o["out"] or shape[0], o["stride"], o["convs"], o["bias"])
+
+    def kernel(self, o):
+        return "3x3" + (f" s{o['stride']}" if o["stride"] != 1 else "")
+
+    def saved(self, o, shape, out, device):
+        """Each conv's output is kept by the BN after it; with two convs the first BN's output,
+        ReLU'd in place, is kept by that ReLU and the second conv. The projection's conv output is
+        kept by its BN. The in-place ReLU after the add keeps the block's output. The block input
+        is kept by the first conv (and the projection)."""
+        cin, cout = shape[0], out[0]
+        n = cout * out[1] * out[2]
+        project = o["stride"] != 1 or cin != cout
+        kept = (3 if o["convs"] == 2 else 1) + project
+        weights = cin * cout * 9 + (o["convs"] - 1) * cout * cout * 9 + project * cin * cout
+        stats = bn_stats(cout, device, count=o["convs"] + project)
+        return Saved(input=True, output=True, held=(Held(kept * n), stats), compute="lowp",
+                     cast=weights, temp=(Held((1 + project) * n),))
 
     def macs(self, o, shape, out):
         cin, cout = shape[0], out[0]

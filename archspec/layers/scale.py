@@ -3,7 +3,7 @@ which sets the effective temperature of the softmax without changing the linear 
 
 from __future__ import annotations
 
-from archspec.layers.base import LayerKind, register
+from archspec.layers.base import LayerKind, Saved, register
 
 
 @register
@@ -23,6 +23,9 @@ class ScaleKind(LayerKind):
 
     def macs(self, o, shape, out):
         return 0
+
+    def saved(self, o, shape, out, device):
+        return Saved()  # x * a constant: the gradient needs neither x nor the result
 
     def code(self, o, shape):
         return f"Scale({o['factor']!r})"

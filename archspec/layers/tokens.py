@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from archspec.layers.base import LayerKind, need_tokens, register
+from archspec.layers.base import LayerKind, Saved, need_tokens, register
 
 
 @register
@@ -18,6 +18,9 @@ class ClassTokenKind(LayerKind):
     def output_shape(self, o, shape):
         n, d = need_tokens(shape, "class_token")
         return (n + 1, d)
+
+    def saved(self, o, shape, out, device):
+        return Saved(compute="promote")  # a concatenation (its gradient is a slice) with an fp32 token
 
     def build(self, o, shape):
         from archspec.layers.modules import ClassToken
@@ -42,6 +45,9 @@ class PositionEmbeddingKind(LayerKind):
         need_tokens(shape, "pos_embed")
         return shape
 
+    def saved(self, o, shape, out, device):
+        return Saved(compute="promote")  # an addition keeps nothing; with an fp32 embedding it is fp32
+
     def build(self, o, shape):
         from archspec.layers.modules import PositionEmbedding
 
@@ -64,6 +70,9 @@ class TokenPoolKind(LayerKind):
     def output_shape(self, o, shape):
         _, d = need_tokens(shape, "token_pool")
         return (d,)
+
+    def saved(self, o, shape, out, device):
+        return Saved(view=True) if o["type"] == "cls" else Saved()  # a view; a mean keeps nothing
 
     def build(self, o, shape):
         from archspec.layers.modules import TokenPool

@@ -14,7 +14,9 @@ from archspec.layers.base import (
     BOOL,
     NONNEG_INT,
     POS_INT,
+    Held,
     LayerKind,
+    Saved,
     ShapeError,
     counted_macs,
     need_image,
@@ -49,6 +51,17 @@ class WindowAttentionKind(LayerKind):
             raise ShapeError(f"shift {o['shift']} must be smaller than the window {o['window']}")
         return shape
 
+    def saved(self, o, shape, out, device):
+        """Attention with a mask runs torch's unfused path (on the CPU and on fake CUDA tensors):
+        the projections' inputs (2 P C, P = pixels after padding to whole windows) in the compute
+        dtype, and in fp32 the queries, keys and values (3 P C) and the attention weights of each
+        window and head (heads x P x window^2)."""
+        c, h, w = shape
+        win = o["window"]
+        pixels = -(-h // win) * win * -(-w // win) * win
+        return Saved(held=(Held(2 * pixels * c), Held(3 * pixels * c + o["heads"] * pixels * win * win, "fp32")),
+                     compute="lowp", cast=c * c, cast_if_grad=3 * c * c)
+
     def build(self, o, shape):
         from archspec.layers.modules import WindowAttention
 
@@ -77,6 +90,15 @@ class PatchMergingKind(LayerKind):
     def output_shape(self, o, shape):
         c, h, w = need_image(shape, "patch_merging")
         return (2 * c, (h + 1) // 2, (w + 1) // 2)
+
+    def saved(self, o, shape, out, device):
+        """The 4C-channel cells (the LayerNorm's input, in the input's dtype; fp32 on CUDA, where
+        autocast runs layer_norm in fp32), its statistics, and the normalised cells (the linear's
+        input, in its compute dtype)."""
+        cells, pixels = 2 * out[0] * out[1] * out[2], out[1] * out[2]
+        exact = "fp32" if device == "cuda" else "input"
+        return Saved(held=(Held(cells, exact), Held(2 * pixels, exact), Held(cells)), compute="lowp",
+                     cast_if_grad=8 * shape[0] * shape[0])
 
     def build(self, o, shape):
         from archspec.layers.modules import PatchMerging

@@ -28,7 +28,8 @@ from torch.nn import functional as F
 from torch.optim import lr_scheduler
 
 from archspec.errors import ArchspecError
-from archspec.recipes.recipe import Recipe
+from archspec.memory import OptimizerMemory, Setup
+from archspec.recipes.recipe import OptimizerConfig, Recipe
 from archspec.recipes.schedule import phase_end_lrs, plan_phases, steps_per_unit
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -103,6 +104,34 @@ def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.name in _FUSED_ON_CUDA and all(p.is_cuda and p.is_floating_point() for p in params):
         kwargs["fused"] = True
     return OPTIMIZERS[cfg.name](groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def optimizer_memory(cfg: OptimizerConfig, device: str) -> OptimizerMemory:
+    """What `build_optimizer`'s optimizer adds to a training step on `device` ("cuda" or "cpu"), for
+    archspec/memory.py: state tensors per parameter, step counters, and the temporaries of
+    ``step()``. On CUDA SGD/Adam/AdamW run fused (no temporaries) and Adagrad/RMSprop use torch's
+    foreach kernels (temporaries for all parameters at once); on the CPU torch loops over the
+    parameters, so only the largest parameter's temporaries are alive at a time. The counts follow
+    torch's implementations and are measured in tests/test_memory.py."""
+    wd = 1 if cfg.weight_decay else 0
+    momentum = 1 if cfg.momentum else 0
+    if cfg.name == "sgd":
+        state, counters, scratch = momentum, False, wd + (1 if cfg.nesterov else 0)
+    elif cfg.name in ("adam", "adamw"):
+        state, counters, scratch = 2 + (1 if cfg.amsgrad else 0), True, 2 + (wd if cfg.name == "adam" else 0)
+    elif cfg.name == "adagrad":
+        state, counters, scratch = 1, True, 1 + wd
+    else:  # rmsprop: square averages, a momentum buffer and the centred mean when asked for
+        state, counters, scratch = 1 + momentum + (1 if cfg.centered else 0), True, 1 + wd
+    if device == "cuda" and cfg.name in _FUSED_ON_CUDA:
+        scratch = 0
+    return OptimizerMemory(cfg.name, state, counters, scratch, scratch_all=device == "cuda" and scratch > 0)
+
+
+def memory_setup(recipe: Recipe, device: str, precision: str | None = None) -> Setup:
+    """What `archspec count` estimates training memory for: the recipe's batch size, precision
+    (unless `precision` is given) and optimizer, on `device` ("cuda" or "cpu")."""
+    return Setup(recipe.batch_size, device, precision or recipe.precision, optimizer_memory(recipe.optimizer, device))
 
 
 # --- scheduler -------------------------------------------------------------------------------
