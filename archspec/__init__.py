@@ -9,8 +9,25 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import Any
+
 from archspec.errors import ArchspecError
-from archspec.spec.loader import Spec, load_spec
+
+# `Spec` and `load_spec` are imported on first use: the spec loader pulls in PyYAML and jsonschema,
+# and `python -m archspec` imports this package before its own Ctrl-C guard (archspec.__main__)
+# can run, so everything imported here is start-up time in which Ctrl-C would print a traceback.
+_LAZY = {"Spec": "archspec.spec.loader", "load_spec": "archspec.spec.loader"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module 'archspec' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
 
 def build_model(spec, device=None):

@@ -271,15 +271,18 @@ def train(
     weights: Annotated[str | None, typer.Option("--weights", help="start from torchvision's weights: "
                                                 "'torchvision' (pretrained, downloaded) or a saved torchvision "
                                                 "state_dict; for specs/torchvision/ specs (fine-tuning)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="skip the resource checks: the memory estimate, and "
+                                        "at most one CPU process per core for --devices")] = False,
 ) -> None:
     """Train a spec with a recipe; writes runs/<spec>-<recipe>-<time>/ (metrics, plots, checkpoints).
 
-    Exit codes: 0 completed, 2 bad input, 3 diverged, 130 interrupted (resumable with --resume).
+    Exit codes: 0 completed, 2 bad input, 3 diverged, 130 interrupted (Ctrl-C, SIGTERM, a full disk:
+    resumable with --resume).
 
     Example: archspec train specs/mnist_quick.yaml --recipe quick --epochs 2 --set seed=1
     """
     if devices is not None and devices > 1 and not torchrun_worker():  # re-run this command under torchrun
-        check_devices(devices, device)
+        check_devices(devices, device, force=force)
         raise typer.Exit(launch(devices, ["train", *argv_from_context(ctx, drop=("devices",))]))
     from archspec.train.loop import train as run_training
     from archspec.train.prepare import prepare_run
@@ -296,7 +299,8 @@ def train(
     result = run_training(
         inputs.spec, inputs.recipe, dataset=inputs.spec.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
         runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
-        console=console, progress=not quiet, quiet=quiet, log_every=log_every, init_weights=init_weights,
+        console=console, progress=not quiet, quiet=quiet, log_every=log_every, memory_check=not force,
+        init_weights=init_weights,
     )
     code = TRAIN_EXIT_CODES.get(result.status, 1)
     if code:
@@ -434,6 +438,21 @@ FigFormatOpt = Annotated[str | None, typer.Option("--format", help="figure forma
 DpiOpt = Annotated[int, typer.Option("--dpi", help="resolution of PNG figures (dots per inch)", min=1)]
 
 
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="where cells/trials run: local (here, one after "
+                                          "another) or ray (Ray tasks; needs archspec[ray])")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster to join, e.g. auto or "
+                                                "ray://head:10001 (default: start a local Ray instance)")]
+CpusOpt = Annotated[float, typer.Option("--cpus-per-trial", help="CPUs each Ray task reserves", min=0.01)]
+GpusOpt = Annotated[float, typer.Option("--gpus-per-trial", help="GPUs each Ray task reserves (fractions share "
+                                        "a GPU)", min=0)]
+
+
+def _executor(name: str, address: str | None, cpus: float, gpus: float):
+    from archspec.experiments.executors import make_executor
+
+    return make_executor(name, address=address, cpus_per_trial=cpus, gpus_per_trial=gpus)
+
+
 @app.command()
 @user_errors
 def compare(
@@ -499,6 +518,10 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
     log_every: LogEveryOpt = DEFAULT_LOG_EVERY,
     allow_import: AllowImportOpt = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    cpus_per_trial: CpusOpt = 1.0,
+    gpus_per_trial: GpusOpt = 0.0,
 ) -> None:
     """Train every spec with every combination of grid values (resumable), then compare them.
 
@@ -519,9 +542,13 @@ def sweep(
     if dry_run:
         sw.print_plan(console, cells)
         return
-    result = sw.run(cells, out_dir, data=data, data_dir=data_dir, device=device, limit_train=limit_train,
-                    limit_test=limit_test, console=console, progress=not quiet, quiet=quiet,
-                    log_every=log_every)
+    runner = _executor(executor, address, cpus_per_trial, gpus_per_trial)
+    try:
+        result = sw.run(cells, out_dir, data=data, data_dir=data_dir, device=device, limit_train=limit_train,
+                        limit_test=limit_test, console=console, progress=not quiet, quiet=quiet,
+                        log_every=log_every, executor=runner)
+    finally:
+        runner.close()
     runs = [load_run(c.run_dir) for c in cells if is_run_dir(c.run_dir)]
     if runs:
         cmp.print_table(console, cmp.compare(runs), title=f"sweep {out_dir}")
@@ -534,6 +561,73 @@ def sweep(
     if result.interrupted:
         err_console.print("sweep interrupted: run the same command again to continue where it stopped",
                           highlight=False)
+        raise typer.Exit(130)
+
+
+@app.command()
+@user_errors
+def tune(
+    spec: SpecArg,
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="recipe name or YAML path every trial starts from",
+                                        show_default=False)],
+    space: Annotated[Path, typer.Option("--space", help="search-space YAML: params (recipe keys, vars.NAME), "
+                                        "metric, sampler, pruner", show_default=False)],
+    trials: Annotated[int | None, typer.Option("--trials", "-n", help="finished trials the study should have "
+                                               "(default: the grid's size with --sampler grid)", min=1)] = None,
+    sampler: Annotated[str | None, typer.Option("--sampler", help="tpe, random or grid (default: the space "
+                                                "file's, else tpe)")] = None,
+    pruner: Annotated[str | None, typer.Option("--pruner", help="median, halving, hyperband or none (default: "
+                                               "the space file's, else median)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe key in every trial "
+                                                   "(repeatable)")] = None,
+    data: DataOpt = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
+    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)] = None,
+    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
+    = None,
+    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    out: Annotated[Path | None, typer.Option("--out", help="study folder: study.db and one run directory per "
+                                             "trial (default: runs/tune-<spec>-<space>)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check the spec, recipe and space; train nothing")]
+    = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
+    allow_import: AllowImportOpt = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    cpus_per_trial: CpusOpt = 1.0,
+    gpus_per_trial: GpusOpt = 0.0,
+    parallel: Annotated[int | None, typer.Option("--parallel", help="trials at once with --executor ray "
+                                                 "(default: as many as the cluster's resources fit)", min=1)] = None,
+) -> None:
+    """Search hyperparameters with Optuna: each trial is a run directory; bad trials are pruned early.
+
+    The study lives in OUT/study.db: run the same command again to continue it (also after a kill).
+
+    Example: archspec tune specs/tutorial.yaml --recipe sgd --space lr-space.yaml --trials 12
+    """
+    from archspec.experiments import sweep as sw
+    from archspec.experiments import tune as tn
+
+    study = tn.plan(spec, recipe, space, trials=trials, sets=list(set_ or []), data=data, epochs=epochs, out=out,
+                    sampler=sampler, pruner=pruner, allow_import=allow_import, limits=(limit_train, limit_test))
+    console.print(escape(tn.describe_plan(study)), highlight=False)
+    if dry_run:
+        return
+    if parallel is not None and executor == "local":
+        raise ArchspecError("--parallel needs --executor ray (the local executor runs one trial at a time)")
+    options = sw.TrainOptions(data=data, data_dir=data_dir, device=device, limit_train=limit_train,
+                              limit_test=limit_test, progress=not quiet and executor == "local", quiet=quiet)
+    runner = _executor(executor, address, cpus_per_trial, gpus_per_trial)
+    try:
+        result = tn.run(study, executor=runner, options=options, console=console, parallel=parallel)
+    finally:
+        runner.close()
+    console.print(tn.trials_table(result))
+    for line in tn.closing_lines(result):
+        console.print(escape(line), highlight=False)
+    if result.interrupted:
+        err_console.print("tune interrupted: run the same command again to continue the study", highlight=False)
         raise typer.Exit(130)
 
 
@@ -601,4 +695,7 @@ def main() -> None:
     except ArchspecError as e:  # pragma: no cover - commands already catch these
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # outside a command (they print the same): e.g. while Typer builds the app
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 

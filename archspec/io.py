@@ -13,6 +13,7 @@ commands (`validate`, `--help`) can use the text helpers without paying for torc
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -67,15 +68,22 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         # BaseException too: a KeyboardInterrupt mid-write must not leave a stray temp file.
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(target)  # "No space left on device" alone does not say where
         raise
     _fsync_dir(directory)
     return target
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk (or the user's quota) is full: a condition to report, not a bug."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:

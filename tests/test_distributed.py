@@ -111,7 +111,7 @@ def test_devices_relaunches_the_same_command_under_torchrun(tmp_path, cli, monke
     for key in distributed.ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     result = cli("train", "specs/tiny.yaml", "--devices", "4", "--device", "cpu", "--epochs", "5", "--set", "seed=1",
-                 "--set", "augment=flip_crop", "--quiet", "--run-dir", tmp_path / "r")
+                 "--set", "augment=flip_crop", "--quiet", "--run-dir", tmp_path / "r", "--force")  # 4 > cores: forced
     assert result.exit_code == 3  # the launched run's exit code is the command's
     ((n, command),) = calls
     assert n == 4 and command[:2] == ["train", "specs/tiny.yaml"] and "--devices" not in command
@@ -119,7 +119,7 @@ def test_devices_relaunches_the_same_command_under_torchrun(tmp_path, cli, monke
     pairs = {args[i]: args[i + 1] for i in range(len(args)) if args[i] in ("--device", "--epochs", "--run-dir")}
     assert pairs == {"--device": "cpu", "--epochs": "5", "--run-dir": str(tmp_path / "r")}
     assert [args[i + 1] for i, a in enumerate(args) if a == "--set"] == ["seed=1", "augment=flip_crop"]
-    assert "--quiet" in args and "--allow-import" not in args
+    assert "--quiet" in args and "--force" in args and "--allow-import" not in args
 
     cmd = distributed.torchrun_command(4, command)
     assert cmd[:7] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", "-m"]

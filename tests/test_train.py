@@ -198,12 +198,12 @@ def test_divergence_stops_with_status_and_learning_rate(tmp_path):
 
 def test_loss_blowup_is_divergence(tmp_path):
     """A finite but exploding loss (more than 10x the first) also stops the run."""
-    from archspec.train.loop import DIVERGENCE_FACTOR, _divergence
+    from archspec.train.divergence import DIVERGENCE_FACTOR, loss_problem
 
-    assert _divergence(2.0, True, 2.3) is None
-    assert "10x" in _divergence(2.3 * DIVERGENCE_FACTOR + 1, True, 2.3)
-    assert "NaN" in _divergence(float("nan"), True, 2.3)
-    assert "NaN" in _divergence(1.0, False, 2.3)
+    assert loss_problem(2.0, True, 2.3) is None
+    assert "10x" in loss_problem(2.3 * DIVERGENCE_FACTOR + 1, True, 2.3)
+    assert "NaN" in loss_problem(float("nan"), True, 2.3)
+    assert "NaN" in loss_problem(1.0, False, 2.3)
 
 
 def test_unwritable_run_dir_fails_before_training(tmp_path, monkeypatch):

@@ -49,33 +49,30 @@ def _installed(module: str) -> bool:
 
 
 def load_weights(checkpoint: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(state_dict, the whole checkpoint dict) from a .pt file or a run directory (its best.pt).
+    """(state_dict, the whole checkpoint dict) from a .pt file or a run directory (its best model).
 
-    Accepts an archspec checkpoint ({"model": state_dict, ...}) or a bare state_dict, always with
-    `torch.load(weights_only=True)`, which refuses pickled code.
+    Accepts an archspec checkpoint (checked like every reader checks it: checksums, format
+    version, field types), a bare state_dict, or another trainer's {"model": state_dict, ...};
+    always with `torch.load(weights_only=True)`, which refuses pickled code.
     """
     import torch
 
-    from archspec.train.checkpoint import checkpoint_path
+    from archspec.train.checkpoint import read_torch_file, weights_file
+    from archspec.train.checkpoint_schema import FORMAT, check_structure
 
-    path = checkpoint_path(checkpoint, prefer="best.pt")
-    if path.is_dir():
-        raise ArchspecError("expected a checkpoint file, got a directory", file=str(path))
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArchspecError(f"cannot read checkpoint: {first}", file=str(path),
-                            hint="the file is corrupt, not a checkpoint, or holds pickled objects "
-                                 "that weights_only loading refuses") from None
-    if isinstance(data, dict) and isinstance(data.get("model"), dict):
-        state = data["model"]
-    elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
-        state, data = data, {}
-    else:
-        raise ArchspecError("not a model checkpoint (no \"model\" state_dict inside)", file=str(path),
-                            hint="pass a last.pt / best.pt written by `archspec train`, or a run directory")
-    return state, data
+    path, _ = weights_file(checkpoint)
+    data = read_torch_file(path)
+    if isinstance(data, dict) and data.get("format") == FORMAT:  # one of ours: the same gate as resume and eval
+        check_structure(data, str(path))
+        return data["model"], data
+    if isinstance(data, dict) and isinstance(data.get("model"), dict) and data["model"] and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data["model"].items()):
+        return data["model"], {}
+    if isinstance(data, dict) and data and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in data.items()):
+        return data, {}
+    raise ArchspecError("not a model checkpoint (no \"model\" state_dict inside)", file=str(path),
+                        hint="pass a last.pt / best.pt written by `archspec train`, or a run directory")
 
 
 def _load_into(model, state: dict[str, Any], ckpt: dict[str, Any], spec, file: str) -> list[str]:

@@ -8,8 +8,10 @@ run names, recipe values, error messages) goes through `html.escape`, so a spec 
 
 Sections: a header naming what made the runs (archspec and torch versions, devices, seeds); the
 comparison table (as `archspec compare` prints it) and the overlaid accuracy, loss and learning-rate
-curves; each distinct spec's layer table (`archspec.summarize`); then every run's own figure (loss,
-train/test accuracy, learning rate), all drawn with the same y ranges so runs compare at a glance.
+curves; for runs that are trials of an `archspec tune` study, the study's Optuna figures
+(experiments.study_figures); each distinct spec's layer table (`archspec.summarize`); then every
+run's own figure (loss, train/test accuracy, learning rate), all drawn with the same y ranges so
+runs compare at a glance.
 Figures are PNG (at `dpi`) or SVG (sharp at any zoom, for copying into a paper).
 """
 
@@ -194,6 +196,30 @@ def _architectures_html(table: Comparison) -> list[str]:
     return parts
 
 
+def _studies_html(runs: list[Run], fmt: str, dpi: int) -> list[str]:
+    """For runs that are trials of an `archspec tune` study: the study's own figures (Optuna's)."""
+    from archspec.experiments.study_figures import (
+        FIGURES,
+        open_study,
+        studies_of,
+        study_figures,
+        trial_counts,
+    )
+
+    parts = []
+    for folder in studies_of(runs):
+        parts.append(f"<h2>Search: {_e(folder)}</h2>")
+        study = open_study(folder)
+        if study is None:
+            parts.append('<p class="note">this folder holds an Optuna study; install archspec[tune] to draw it</p>')
+            continue
+        parts.append(f'<p class="meta">{_e(trial_counts(study))}</p>')
+        for name, data in study_figures(study, fmt, dpi=dpi).items():
+            title = FIGURES[name][0]
+            parts.append(f"<h3>{_e(title)}</h3>{_img(data, fmt, title)}")
+    return parts
+
+
 def build_html(runs: list[Run], *, title: str = "archspec report", sort: str | None = None, fmt: str = "png",
                dpi: int = DEFAULT_DPI) -> str:
     """The whole page as a string, its figures embedded as `fmt` (png or svg)."""
@@ -220,6 +246,7 @@ def build_html(runs: list[Run], *, title: str = "archspec report", sort: str | N
     if any(run.metrics for run in table.runs):
         overlay = figure_bytes(overlay_figure(table.curves()), fmt, dpi=dpi)
         parts.append(_img(overlay, fmt, "overlaid curves of all runs"))
+    parts += _studies_html(table.runs, fmt, dpi)
     parts += _architectures_html(table)
     parts.append("<h2>Runs</h2>")
     for run, row, fig in zip(table.runs, table.rows, run_figures(table), strict=True):

@@ -18,15 +18,16 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from archspec.errors import ArchspecError
 from archspec.experiments.compare import short_keys
 
-# Statuses after which a cell is finished: a diverged run would diverge again, identically (same seed).
-DONE = ("completed", "diverged")
+# Statuses after which a cell is finished: a diverged run would diverge again, identically (same seed);
+# a stopped one (ended early by an observer, e.g. a pruned tune trial) was ended for good.
+DONE = ("completed", "diverged", "stopped")
 
 
 @dataclass
@@ -266,46 +267,149 @@ def print_plan(console, cells: list[Cell]) -> None:
     print_table(console, leaner_layouts(columns, ("#", "run directory")), title=escape(title))
 
 
-def run(cells: list[Cell], out: Path, *, data: str | None = None, data_dir: str | Path | None = None,
-        device: str = "auto", limit_train: int | None = None, limit_test: int | None = None, console=None,
-        progress: bool = True, quiet: bool = False, log_every: float = 30.0) -> SweepResult:
-    """Train the cells in order (skipping finished ones); stop at the first interrupted cell (Ctrl-C)."""
-    from rich.console import Console
-    from rich.markup import escape
+@dataclass
+class TrainOptions:
+    """The `archspec train` options every cell of a sweep (or trial of a study) shares."""
+
+    data: str | None = None
+    data_dir: str | Path | None = None
+    device: str = "auto"
+    limit_train: int | None = None
+    limit_test: int | None = None
+    progress: bool = True
+    quiet: bool = False
+    log_every: float | None = None  # seconds between progress lines when not on a terminal (None: train's)
+    threads: int | None = None  # torch's CPU threads (a Ray task: its CPUs; None: leave torch's default)
+
+
+@dataclass
+class CellOutcome:
+    """What became of one cell: its status after this command and its per-epoch metrics."""
+
+    index: int
+    status: str
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    skipped: bool = False  # already finished before this command
+    resumed: bool = False  # continued from the checkpoint of an earlier attempt
+    host: str = ""
+
+
+def run_cell(cell: Cell, options: TrainOptions, owner: str | None = None, observers=(),
+             console=None) -> CellOutcome:
+    """Train one cell: skip it when finished, resume it from its last.pt when interrupted, else start it.
+
+    This is the unit an executor runs (in this process, or as a Ray task on any node). The state is
+    read from the run directory at the start of every attempt, so when Ray retries the task of a
+    killed worker, the retry resumes from the checkpoint the dead attempt wrote. `owner` is the
+    folder lock's token: a remote worker checks first that it sees the driver's folder. `observers`
+    (archspec.train.observers) watch the training run, e.g. tune's pruning.
+    """
+    import socket
 
     from archspec.train.loop import train
 
-    console = console or Console()
+    if owner is not None:
+        from archspec.experiments.folder_lock import check_visible
+
+        check_visible(cell.run_dir.parent, owner)
+    if options.threads:  # a reused Ray worker keeps the thread count of its first task's OMP_NUM_THREADS
+        import torch
+
+        torch.set_num_threads(options.threads)
+    state = cell_state(cell)
+    host = socket.gethostname()
+    if state == "done":
+        from archspec.experiments.runs import load_run
+
+        done = load_run(cell.run_dir)
+        return CellOutcome(cell.index, done.status, done.metrics, skipped=True, host=host)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ArchspecError(f"cannot create the sweep folder: {exc.strerror or exc}", file=str(out)) from None
+        result = train(cell.spec, cell.recipe, dataset=options.data, data_dir=options.data_dir, device=options.device,
+                       run_dir=None if state == "resume" else cell.run_dir,
+                       resume=cell.run_dir if state == "resume" else None, limit_train=options.limit_train,
+                       limit_test=options.limit_test, console=console, progress=options.progress,
+                       quiet=options.quiet, observers=observers,
+                       **({} if options.log_every is None else {"log_every": options.log_every}))
+    except ArchspecError as e:  # say which cell failed; the finished ones stay done
+        raise ArchspecError(f"{e.message} (cell {cell.index}: {cell.label()})", file=e.file, line=e.line,
+                            col=e.col, path=e.path, hint=e.hint) from None
+    return CellOutcome(cell.index, result.status, result.metrics, resumed=state == "resume", host=host)
+
+
+def run(cells: list[Cell], out: Path, *, data: str | None = None, data_dir: str | Path | None = None,
+        device: str = "auto", limit_train: int | None = None, limit_test: int | None = None, console=None,
+        progress: bool = True, quiet: bool = False, log_every: float | None = None, executor=None) -> SweepResult:
+    """Train the cells (skipping finished ones) on `executor` (default: here, in order); stop
+    handing out cells at the first interrupted one (Ctrl-C). The folder is locked meanwhile."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from archspec.experiments.executors import LocalExecutor
+    from archspec.experiments.folder_lock import lock_folder
+
+    console = console or Console()
+    executor = executor or LocalExecutor()
+    local = executor.name == "local"
+    options = TrainOptions(data=data, data_dir=data_dir, device=device, limit_train=limit_train,
+                           limit_test=limit_test, progress=progress and local, quiet=quiet, log_every=log_every)
+    if not local:  # workers may start in another directory (or on another node): give them whole paths
+        options = for_workers(options, executor)
+        cells = [replace(cell, run_dir=cell.run_dir.absolute()) for cell in cells]
     result = SweepResult(out=out, cells=cells)
-    for cell in cells:
-        state = cell_state(cell)
-        head = f"[bold][{cell.index}/{len(cells)}][/] {escape(cell.label())}"
-        if state == "done":
-            status = json.loads((cell.run_dir / "summary.json").read_text(encoding="utf-8")).get("status")
-            console.print(f"{head}: already {escape(str(status))}, skipped ({escape(str(cell.run_dir))})",
-                          highlight=False)
-            result.statuses[cell.index] = str(status)
-            continue
-        verb = "resuming" if state == "resume" else "training"
-        console.print(f"{head}: {verb} -> {escape(str(cell.run_dir))}", highlight=False)
-        try:
-            outcome = train(cell.spec, cell.recipe, dataset=data, data_dir=data_dir, device=device,
-                            run_dir=None if state == "resume" else cell.run_dir,
-                            resume=cell.run_dir if state == "resume" else None,
-                            limit_train=limit_train, limit_test=limit_test, console=console, progress=progress,
-                            quiet=quiet, log_every=log_every)
-        except ArchspecError as e:  # say which cell failed; the finished ones stay done
-            raise ArchspecError(f"{e.message} (sweep cell {cell.index}/{len(cells)}: {cell.label()})",
-                                file=e.file, line=e.line, col=e.col, path=e.path, hint=e.hint) from None
-        result.statuses[cell.index] = outcome.status
-        if outcome.status == "interrupted":
-            result.interrupted = True
-            break
+    with lock_folder(out) as lock:
+        queue = []
+        for cell in cells:
+            if cell_state(cell) == "done":
+                status = json.loads((cell.run_dir / "summary.json").read_text(encoding="utf-8")).get("status")
+                console.print(f"{_head(cell, cells)}: already {escape(str(status))}, skipped "
+                              f"({escape(str(cell.run_dir))})", highlight=False)
+                result.statuses[cell.index] = str(status)
+            else:
+                queue.append(cell)
+        running: dict[Any, Cell] = {}
+        while queue or running:
+            while queue and not result.interrupted and (not local or not running):
+                cell = queue.pop(0)
+                verb = "resuming" if cell_state(cell) == "resume" else "training"
+                console.print(f"{_head(cell, cells)}: {verb if local else 'queued'} -> {escape(str(cell.run_dir))}",
+                              highlight=False)
+                running[executor.submit(run_cell, cell, options, None if local else lock.token,
+                                        label=f"cell {cell.index}")] = cell
+            if not running:
+                break
+            for handle in executor.wait(list(running)):
+                cell = running.pop(handle)
+                try:
+                    outcome = executor.result(handle)
+                except BaseException:
+                    executor.cancel(list(running))
+                    raise
+                result.statuses[cell.index] = outcome.status
+                if not local:
+                    console.print(f"{_head(cell, cells)}: {escape(outcome.status)}{_acc(outcome)} "
+                                  f"on {escape(outcome.host)}" + (" (resumed)" if outcome.resumed else ""),
+                                  highlight=False)
+                if outcome.status == "interrupted":
+                    result.interrupted = True
     return result
+
+
+def for_workers(options: TrainOptions, executor) -> TrainOptions:
+    """The options for a task that may start elsewhere: the data folder as a whole path, and torch's
+    thread count set to the CPUs the task reserved."""
+    return replace(options, data_dir=None if options.data_dir is None else Path(options.data_dir).absolute(),
+                   threads=executor.threads())
+
+
+def _head(cell: Cell, cells: list[Cell]) -> str:
+    from rich.markup import escape
+
+    return f"[bold][{cell.index}/{len(cells)}][/] {escape(cell.label())}"
+
+
+def _acc(outcome: CellOutcome) -> str:
+    accs = [row.get("test_acc") for row in outcome.metrics if row.get("test_acc") is not None]
+    return f", test accuracy {100 * accs[-1]:.2f}%" if accs else ""
 
 
 def band(runs_by_spec: dict[str, list], path: str | Path, *, title: str = "", fmt: str | None = None,

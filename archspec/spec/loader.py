@@ -24,15 +24,23 @@ from archspec.spec.tree import Node, Spec, assign_module_names, to_items
 __all__ = ["Node", "Spec", "load_spec"]
 
 
-def load_spec(path: str | Path, *, dataset: str | None = None, allow_import: bool = False) -> Spec:
+def load_spec(path: str | Path, *, dataset: str | None = None, allow_import: bool = False,
+              vars: dict[str, Any] | None = None) -> Spec:
     """Load, expand, validate and shape-check a spec file.
 
     `dataset` re-targets the spec (e.g. a CIFAR spec on ``mnist``): its input shape and class count
-    replace the spec's, and every shape re-infers.
+    replace the spec's, and every shape re-infers. `vars` replaces values of the spec's own `vars:`
+    (as a spec that `extends` it would), so a search can vary a width or a depth.
     """
     path = Path(path)
     doc = read_document(path)
     data = doc.data
+    for name, value in (vars or {}).items():
+        declared = data.get("vars") if isinstance(data.get("vars"), dict) else {}
+        if name not in declared:
+            raise doc.error(("vars",), f'the spec has no variable "{name}" to set'
+                            f"{did_you_mean(name, declared)}; its vars: {', '.join(declared) or 'none'}")
+        declared[name] = value
     if "layers" not in data:
         raise doc.error((), "a spec needs `layers:` (the model, first layer first)")
     ds_name = dataset or data.get("dataset")

@@ -7,10 +7,12 @@ submodule is bound as an attribute of the package when it is first imported, whi
 replace the function of the same name.
 
 Modules: `loop` (the phases of a run), `setup` (set-up phase), `state` (the `Run` every phase
-carries), `checkpoint` (what checkpoints hold, resume checks), `observers` (progress, run files,
-plots, and the seam for loggers), `evaluation`, `prepare` (spec + recipe for a run, as the CLI and
-sweeps choose them), and the single concerns `device`, `distributed`, `ema`, `tta`, `whiten`,
-`torch_compile`, `stop`, `rundir`, `report`, `plots`.
+carries), `checkpoint` (what checkpoints hold, their integrity, resume checks), `checkpoint_schema`
+(the type of every field a reader uses), `observers` (progress, run files, plots, and the seam for
+loggers), `evaluation`, `prepare` (spec + recipe for a run, as the CLI and sweeps choose them), and
+the single concerns `device`, `distributed`, `ema`, `tta`, `whiten`, `torch_compile`, `stop`,
+`rundir`, `runlock` (one owner per run directory), `divergence` (NaN, blow-up, collapse to chance,
+the lr to try), `memory_check` (will it fit), `report`, `plots`.
 """
 
 from __future__ import annotations

@@ -15,14 +15,25 @@ once before the first) holds everything an exact resume needs: the module, optim
 scaler and EMA states, every RNG state, and the run's `History` (metrics, per-step lr and loss,
 timings). `ResumePoint` reads one back and owns the resume checks: the same dataset, spec
 (name, fingerprint, layer shapes), number of processes and the recipe keys whose state the
-checkpoint carries (`RESUME_FROZEN_KEYS`).
+checkpoint carries (`RESUME_FROZEN_KEYS`), and the same data subset (--limit-train/--limit-test).
+
+Every reader (resume, eval, export) goes through the same two gates before using a file: its zip
+checksums (`damage`: torch.load does not check them, so flipped bytes would otherwise train on
+garbage), then its fields (archspec.train.checkpoint_schema). A damaged run checkpoint is refused
+naming the other one of its run directory. last.pt is written before best.pt, and
+`reconcile_best` / `weights_file` make a kill between the two writes harmless.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import random
+import re
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,13 +43,12 @@ import torch
 
 from archspec.errors import ArchspecError
 from archspec.io import atomic_write_bytes, torch_save_bytes
+from archspec.train.checkpoint_schema import FORMAT, VERSION, check_structure
 from archspec.train.state import History
 
 if TYPE_CHECKING:
     from archspec.train.state import Run
 
-FORMAT = "archspec.checkpoint"
-VERSION = 1
 
 # Recipe keys a resumed run may not change: their state (optimizer moments, scheduler position,
 # steps per epoch) comes from the checkpoint, so a new value would be silently ignored or break.
@@ -109,7 +119,7 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate((
         int(state["python_version"]),
         tuple(int(v) for v in state["python"].tolist()),
-        state["python_gauss"],
+        state.get("python_gauss"),
     ))
     np.random.set_state((
         state["numpy_kind"],
@@ -133,7 +143,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# --- reading ------------------------------------------------------------------------------------
+# --- reading: the file's integrity, then its fields ---------------------------------------------------
+
+CHECKPOINT_NAMES = ("last.pt", "best.pt")  # what a run directory holds
 
 
 def checkpoint_path(where: str | Path, *, prefer: str = "last.pt") -> Path:
@@ -153,27 +165,132 @@ def checkpoint_path(where: str | Path, *, prefer: str = "last.pt") -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load an archspec checkpoint safely (`weights_only=True`) onto the CPU, with clear errors."""
-    path = Path(path)
+def damage(path: Path) -> str | None:
+    """What is wrong with `path` as a checkpoint container, or None when it is intact.
+
+    `torch.save` writes a zip archive in which every member carries a CRC-32 of its bytes, but
+    `torch.load` never checks them: a checkpoint with flipped bytes loads and trains on garbage.
+    Reading every member through `zipfile` recomputes the checksums (about the cost of reading
+    the file once), so damage anywhere - weights, pickle or directory - is found before use.
+    OSError (missing file, no permission) is the caller's to report.
+    """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ArchspecError("checkpoint not found", file=str(path)) from None
-    except IsADirectoryError:
-        raise ArchspecError("expected a checkpoint file, got a directory", file=str(path)) from None
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArchspecError(f"cannot read checkpoint: {first_line}", file=str(path),
-                            hint="the file is corrupt, not a checkpoint, or holds pickled objects "
-                                 "that weights_only loading refuses") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ArchspecError("not an archspec checkpoint (no archspec metadata)", file=str(path),
-                            hint="archspec reads the last.pt / best.pt files that `archspec train` writes")
-    if int(ckpt.get("version", 0)) > VERSION:
-        raise ArchspecError(f"checkpoint format version {ckpt.get('version')} is newer than this archspec "
-                            f"understands ({VERSION})", file=str(path))
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile as exc:
+        return f"not an intact zip archive: {exc}"
+    except (zlib.error, EOFError, ValueError, NotImplementedError, struct.error) as exc:
+        return f"unreadable archive: {type(exc).__name__}: {exc}"
+    return f"checksum mismatch in {bad}" if bad else None
+
+
+def _peek(path: Path) -> dict[str, Any] | None:
+    """`epoch` and `best_epoch` of an intact checkpoint (memory-mapped: the tensors are not read), else None."""
+    try:
+        if damage(path) is not None:
+            return None
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not an alternative
+        return None
+    epoch = data.get("epoch") if isinstance(data, dict) else None
+    if not isinstance(epoch, int):
+        return None
+    best = data.get("best_epoch")
+    return {"epoch": epoch, "best_epoch": best if isinstance(best, int) else None}
+
+
+def last_good_alternative(path: Path) -> tuple[Path, int] | None:
+    """The other checkpoint of `path`'s run directory (best.pt for last.pt, and back) with its epoch,
+    when that one is intact; None for files that are not a run's checkpoints."""
+    if path.name not in CHECKPOINT_NAMES:
+        return None
+    for name in CHECKPOINT_NAMES:
+        other = path.parent / name
+        meta = _peek(other) if name != path.name and other.is_file() else None
+        if meta is not None:
+            return other, meta["epoch"]
+    return None
+
+
+def _damaged(path: Path, problem: str) -> ArchspecError:
+    if path.name not in CHECKPOINT_NAMES:
+        return ArchspecError(f"cannot read checkpoint: it is damaged or not a PyTorch checkpoint ({problem})",
+                             file=str(path))
+    alternative = last_good_alternative(path)
+    if alternative is None:
+        return ArchspecError(f"checkpoint is damaged ({problem}); no intact checkpoint is left in its run directory",
+                             file=str(path), hint="restore the file from a backup, or start a new run")
+    other, epoch = alternative
+    return ArchspecError(f"checkpoint is damaged ({problem}); the last good alternative is {other} (epoch {epoch})",
+                         file=str(path),
+                         hint=f"resume from it with --resume {other} (later epochs are trained again), "
+                              f"or evaluate it with --checkpoint {other}")
+
+
+def _load_error(path: Path, exc: Exception) -> ArchspecError:
+    """torch.load's failure in one line of our own: torch's text advises loading with
+    weights_only=False, i.e. running whatever code the file holds, which archspec never suggests."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return ArchspecError(f"the checkpoint holds a pickled Python object{what} that archspec does not load: "
+                             "checkpoints may hold only tensors, numbers, strings and containers of those",
+                             file=str(path),
+                             hint="archspec reads the last.pt / best.pt files that `archspec train` writes")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    if "weights_only" in first:
+        first = type(exc).__name__
+    return ArchspecError(f"cannot read checkpoint: {first[:200]}", file=str(path),
+                         hint="the file is damaged or is not a PyTorch checkpoint")
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """`torch.load(weights_only=True)` onto the CPU of a file whose checksums were verified first."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArchspecError("expected a checkpoint file, got a directory", file=str(path))
+    if not path.is_file():
+        raise ArchspecError("checkpoint not found", file=str(path))
+    try:
+        problem = damage(path)
+    except OSError as exc:
+        raise ArchspecError(f"cannot read checkpoint: {exc.strerror or exc}", file=str(path)) from None
+    if problem:
+        raise _damaged(path, problem)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for foreign files
+        raise _load_error(path, exc) from None
+
+
+def load_checkpoint(path: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """An intact archspec checkpoint with well-formed fields (all a resume needs when `resume`)."""
+    path = Path(path)
+    ckpt = read_torch_file(path)
+    check_structure(ckpt, str(path), resume=resume)
     return ckpt
+
+
+def weights_file(where: str | Path) -> tuple[Path, str | None]:
+    """The checkpoint whose weights `eval` / `export` use, and a note when it is not the obvious one.
+
+    A file is used as given. A run directory means its best model: best.pt, except when last.pt
+    says that its own epoch is the best and best.pt does not hold it - the state a kill between
+    the two writes of `save_run` leaves - in which case last.pt holds the best weights.
+    """
+    path = Path(where)
+    if not path.is_dir():
+        return checkpoint_path(path), None
+    best, last = path / "best.pt", path / "last.pt"
+    if best.is_file() and last.is_file():
+        newest = _peek(last)
+        if newest is not None and newest["best_epoch"] is not None and newest["best_epoch"] == newest["epoch"]:
+            held = _peek(best)
+            if held is None or held["epoch"] != newest["epoch"]:
+                return last, (f"best.pt does not hold the run's best epoch ({newest['epoch']}); "
+                              "using last.pt, which does")
+    return checkpoint_path(path, prefer="best.pt"), None
 
 
 def _fmt_shape(shape: list[int]) -> str:
@@ -206,7 +323,7 @@ def check_compatible(ckpt: dict[str, Any], *, spec_name: str, fingerprint: str,
     """
     saved_name = ckpt.get("spec_name")
     saved_fp = ckpt.get("spec_fingerprint")
-    shapes = shape_differences(ckpt.get("param_shapes") or param_shapes(ckpt["model"]), param_shapes(model_state))
+    shapes = shape_differences(param_shapes(ckpt["model"]), param_shapes(model_state))  # the tensors, not what they claim
     if shapes:
         more = f" (and {len(shapes) - 3} more differences)" if len(shapes) > 3 else ""
         origin = f'from spec "{saved_name}"' if saved_name != spec_name else f'from a different "{spec_name}"'
@@ -269,13 +386,40 @@ def run_payload(run: Run) -> dict[str, Any]:
 
 
 def save_run(run: Run, *, best: bool) -> None:
-    """Write last.pt (and best.pt when `best`) atomically; only rank 0 writes."""
+    """Write last.pt (and best.pt when `best`) atomically; only rank 0 writes.
+
+    last.pt first: at every instant the run's best weights are on disk, in best.pt, or - between
+    the two renames, when the epoch just saved is the best - in last.pt, whose `best_epoch` then
+    equals its `epoch`. `reconcile_best` (resume) and `weights_file` (eval, export) read that state.
+    """
     if not run.group.is_main:
         return
     data = torch_save_bytes(run_payload(run))
     atomic_write_bytes(run.out / "last.pt", data)
     if best:
         atomic_write_bytes(run.out / "best.pt", data)
+
+
+def reconcile_best(file: Path, ckpt: dict[str, Any]) -> str | None:
+    """Before a resume continues from `file` (last.pt): make best.pt hold the run's best epoch again.
+
+    A kill between the last.pt and best.pt writes leaves best.pt an improvement behind while
+    last.pt (its `best_epoch` == its `epoch`) holds the best weights; the next epoch would
+    overwrite last.pt and lose them. Returns a line for the user, or None when all was well.
+    """
+    best = file.parent / "best.pt"
+    target = ckpt.get("best_epoch")
+    if target is None or file.name != "last.pt":
+        return None
+    held = _peek(best) if best.is_file() else None
+    if held is not None and held["epoch"] == target:
+        return None
+    if target == ckpt["epoch"]:
+        atomic_write_bytes(best, file.read_bytes())
+        return (f"note: best.pt did not hold the run's best epoch {target} (stopped between the checkpoint "
+                f"writes); restored it from last.pt")
+    now = "is damaged or missing" if held is None else f"holds epoch {held['epoch']}"
+    return f"warning: best.pt {now}, but the run's best epoch is {target}, whose weights are no longer on disk"
 
 
 def _floats(ckpt: dict[str, Any], key: str) -> list[float]:
@@ -292,14 +436,24 @@ class ResumePoint:
     @classmethod
     def open(cls, where: str | Path) -> ResumePoint:
         file = checkpoint_path(where, prefer="last.pt")
-        return cls(file, load_checkpoint(file))
+        return cls(file, load_checkpoint(file, resume=True))
 
     def limits(self, limit_train: int | None, limit_test: int | None) -> dict[str, int | None]:
-        """The run's own data subset unless asked otherwise: a different subset would change the steps
-        per epoch and the batches, and the resumed run would not be the run it continues."""
+        """The run's own data subset; --limit-train/--limit-test may be repeated but not changed.
+
+        A different subset would change the batches and the steps per epoch (steps.csv numbers its
+        epochs by them), so the resumed run would not be the run it continues: refused like the
+        frozen recipe keys.
+        """
         saved = self.ckpt.get("limits") or {}
-        return {"train": limit_train if limit_train is not None else saved.get("train"),
-                "test": limit_test if limit_test is not None else saved.get("test")}
+        for flag, key, asked in (("--limit-train", "train", limit_train), ("--limit-test", "test", limit_test)):
+            if asked is not None and asked != saved.get(key):
+                was = "no limit" if saved.get(key) is None else f"{saved[key]:,}"
+                raise ArchspecError(f"cannot resume with a different {flag} ({was} in the run, {asked:,} now)",
+                                    file=str(self.file),
+                                    hint=f"leave out {flag}: a resumed run keeps the data subset it started "
+                                         "with; or start a new run")
+        return {"train": saved.get("train"), "test": saved.get("test")}
 
     def check_dataset(self, dataset: str) -> None:
         saved = self.ckpt.get("dataset")
@@ -335,18 +489,18 @@ class ResumePoint:
     def history(self) -> History:
         c = self.ckpt
         return History(
-            epoch=int(c["epoch"]), metrics=[dict(row) for row in c.get("metrics", [])],
+            epoch=int(c["epoch"]), metrics=[dict(row) for row in c.get("metrics") or []],
             best_test_acc=c.get("best_test_acc"), best_epoch=c.get("best_epoch"), first_loss=c.get("first_loss"),
             lr_history=_floats(c, "lr_history"), step_losses=_floats(c, "step_losses"),
-            train_seconds=float(c.get("train_seconds", 0.0)),
-            train_phase_seconds=float(c.get("train_phase_seconds", 0.0)),
-            images_seen=int(c.get("images_seen", 0)), compile_seconds=float(c.get("compile_seconds", 0.0)),
+            train_seconds=float(c.get("train_seconds") or 0.0),
+            train_phase_seconds=float(c.get("train_phase_seconds") or 0.0),
+            images_seen=int(c.get("images_seen") or 0), compile_seconds=float(c.get("compile_seconds") or 0.0),
         )
 
     def restore(self, run: Run, changed: list[str]) -> None:
         """Put the run's module, optimizer, scheduler, scaler, EMA and RNG states back as saved."""
         c = self.ckpt
-        run.module.load_state_dict(c["model"])
+        run.module.load_state_dict(c["model"])  # shapes were checked against the spec (check_model)
         try:
             run.optimizer.load_state_dict(c["optimizer"])
             if run.scheduler is not None and c.get("scheduler") is not None:
@@ -360,4 +514,9 @@ class ResumePoint:
             raise ArchspecError(f"cannot restore the optimizer/schedule state ({type(exc).__name__}: {first}): "
                                 f"the recipe differs from the run's in {', '.join(changed) or 'its optimizer or schedule'}",
                                 file=str(self.file), hint="resume with the run's own recipe (leave out --recipe)") from None
-        restore_rng(c["rng"])
+        try:
+            restore_rng(c["rng"])
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ArchspecError(f"cannot restore the random-number-generator states: {first[:200]}",
+                                file=str(self.file), path="rng") from None

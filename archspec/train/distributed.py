@@ -254,26 +254,40 @@ def torchrun_command(nproc: int, command: Sequence[str]) -> list[str]:
             "-m", "archspec", *command]
 
 
-def check_devices(nproc: int, device: str) -> None:
-    """Refuse `--devices N` where this machine cannot run N processes on the requested device."""
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. a container's or taskset's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def check_devices(nproc: int, device: str, *, force: bool = False) -> None:
+    """Refuse `--devices N` where this machine cannot run N processes on the requested device: more
+    processes than GPUs, or - for CPU (Gloo) processes - than CPU cores unless `force` (each process
+    holds a model and its data, ~1 GB for a small one, and they would only take turns on the cores)."""
     if nproc < 1:
         raise ArchspecError(f"--devices must be at least 1, got {nproc}")
     wanted = (device or "auto").strip().lower()
-    if wanted == "cpu":
-        return
-    import torch
+    if wanted != "cpu":
+        import torch
 
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        if nproc > count:
-            raise ArchspecError(f"--devices {nproc} needs {nproc} GPUs; this machine has {count}",
-                                hint=f"use --devices {count}, or --device cpu for CPU processes")
-    elif wanted.startswith("cuda"):
-        raise ArchspecError(f'device "{device}" requested but CUDA is not available here',
-                            hint="use --device cpu (or auto)")
-    elif wanted == "mps":
-        raise ArchspecError("multi-process training is not supported on Apple MPS",
-                            hint="drop --devices, or use --device cpu")
+        if torch.cuda.is_available():
+            count = torch.cuda.device_count()
+            if nproc > count:
+                raise ArchspecError(f"--devices {nproc} needs {nproc} GPUs; this machine has {count}",
+                                    hint=f"use --devices {count}, or --device cpu for CPU processes")
+            return
+        if wanted.startswith("cuda"):
+            raise ArchspecError(f'device "{device}" requested but CUDA is not available here',
+                                hint="use --device cpu (or auto)")
+        if wanted == "mps":
+            raise ArchspecError("multi-process training is not supported on Apple MPS",
+                                hint="drop --devices, or use --device cpu")
+    cores = cpu_cores()
+    if nproc > cores and not force:
+        raise ArchspecError(f"--devices {nproc} would start {nproc} CPU processes on {cores} CPU core(s)",
+                            hint=f"use --devices {cores} or fewer, or pass --force to start them anyway")
 
 
 def launch(nproc: int, command: Sequence[str]) -> int:

@@ -76,6 +76,24 @@ def evaluate_loader(model: torch.nn.Module, loader, *, device: torch.device, pre
     return loss / seen, hits / seen, class_correct, class_total, seen
 
 
+def _model_from(spec, ckpt: dict[str, Any], path: Path, dev: torch.device) -> tuple[torch.nn.Module, list[str], bool]:
+    """(the spec's model with the checkpoint's weights on `dev`, compatibility warnings, channels_last).
+    The weights are the EMA average when the run had one: those its test accuracy was measured with."""
+    import archspec
+    from archspec.train.checkpoint import check_compatible, spec_fingerprint
+
+    model = archspec.build_model(spec)
+    warnings = check_compatible(ckpt, spec_name=spec.name, fingerprint=spec_fingerprint(spec.resolved),
+                                model_state=model.state_dict(), file=str(path), strict=False)
+    ema = ckpt.get("ema")
+    model.load_state_dict(ema["model"] if ema else ckpt["model"])
+    model.to(dev)
+    channels_last = wants_channels_last(model, dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model, warnings, channels_last
+
+
 def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_dir: str | Path | None = None,
              device: str = "auto", limit_test: int | None = None, batch_size: int | None = None,
              workers: int | None = None) -> EvalResult:
@@ -83,16 +101,17 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
 
     `spec` is a loaded Spec or a path to one (re-targeted with `dataset` when given). A run
     directory means its best.pt (falling back to last.pt). The checkpoint must fit the spec's
-    layer shapes; a renamed or cosmetically edited spec only produces a warning.
+    layer shapes; a renamed or cosmetically edited spec only produces a warning. The file's
+    checksums and fields are verified before anything is loaded (archspec.train.checkpoint).
     """
     import archspec
     from archspec.data.loader import make_test_loader
     from archspec.recipes.recipe import RECIPE_DEFAULTS
-    from archspec.train.checkpoint import check_compatible, checkpoint_path, load_checkpoint, spec_fingerprint
+    from archspec.train.checkpoint import load_checkpoint, weights_file
 
     if not hasattr(spec, "resolved"):
         spec = archspec.load_spec(spec, dataset=dataset)
-    path = checkpoint_path(checkpoint, prefer="best.pt")
+    path, note = weights_file(checkpoint)
     ckpt = load_checkpoint(path)
     dev = resolve_device(device)
     saved = {k: v for k, v in (ckpt.get("recipe") or {}).items() if v is not None}
@@ -102,16 +121,8 @@ def evaluate(spec, checkpoint: str | Path, *, dataset: str | None = None, data_d
     except ArchspecError:  # e.g. an fp16 (CUDA) run evaluated on a CPU
         precision = resolve_precision("auto", dev)
 
-    model = archspec.build_model(spec)
-    warnings = check_compatible(ckpt, spec_name=spec.name, fingerprint=spec_fingerprint(spec.resolved),
-                                model_state=model.state_dict(), file=str(path), strict=False)
-    ema = ckpt.get("ema")
-    model.load_state_dict(ema["model"] if ema else ckpt["model"])  # the weights the run's test_acc used
-    model.to(dev)
-    channels_last = wants_channels_last(model, dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-
+    model, warnings, channels_last = _model_from(spec, ckpt, path, dev)
+    warnings += [note] if note else []
     batch_size = int(batch_size or recipe.get("eval_batch_size") or DEFAULT_EVAL_BATCH)  # --batch-size wins
     ds = dataset or spec.dataset or ckpt.get("dataset")
     if not ds:

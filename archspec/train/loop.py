@@ -51,10 +51,12 @@ import torch
 from rich.console import Console
 
 from archspec.errors import ArchspecError
+from archspec.io import is_disk_full
 from archspec.recipes.build import scheduler_due
 from archspec.train import distributed
-from archspec.train.checkpoint import ResumePoint, plain, save_run
+from archspec.train.checkpoint import ResumePoint, load_checkpoint, plain, reconcile_best, save_run
 from archspec.train.device import Precision, uses_recipe_threads
+from archspec.train.divergence import diverged_message, loss_problem
 from archspec.train.evaluation import evaluate_loader
 from archspec.train.observers import Progress, RunObserver, notify, progress_due
 from archspec.train.report import DEFAULT_LOG_EVERY_S
@@ -79,7 +81,6 @@ from archspec.train.stop import StopRequest
 from archspec.train.torch_compile import is_compile_error
 
 SYNC_EVERY = 25  # steps between reads of the running loss (divergence check); the display also asks by time
-DIVERGENCE_FACTOR = 10.0  # running loss above this multiple of the first loss = diverged
 
 __all__ = ["RunResult", "train", "train_step"]
 
@@ -91,7 +92,7 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
           limit_test: int | None = None, resume: str | Path | None = None, workers: int | None = None,
           console: Console | None = None, progress: bool = True, quiet: bool = False,
           stop_after_epoch: int | None = None, observers: Sequence[RunObserver] = (),
-          log_every: float = DEFAULT_LOG_EVERY_S, init_weights=None) -> RunResult:
+          log_every: float = DEFAULT_LOG_EVERY_S, memory_check: bool = True, init_weights=None) -> RunResult:
     """Train `spec` (a loaded Spec) with `recipe` (a Recipe); write the run directory; return a RunResult.
 
     `resume` is a run directory (or its last.pt): the run continues there at the next epoch and
@@ -100,25 +101,29 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     the same after the current batch. `observers` (archspec.train.observers) watch the run next to
     the built-in ones. `log_every` (seconds) is the interval of the in-epoch progress line when
     `console` is not a terminal (0: none). The recipe's `threads` apply for the run; a run directory
-    made for a start that then fails is removed again. `init_weights(model)`
-    (`archspec.weights.weights_source`) loads starting weights into a new run, for fine-tuning. Bad
-    input raises ArchspecError; the status in the result tells completed / interrupted / diverged apart.
+    made for a start that then fails is removed again. `memory_check=False` skips the refusal of a
+    run whose memory estimate exceeds the device's free memory (archspec.train.memory_check).
+    `init_weights(model)` (`archspec.weights.weights_source`) loads starting weights into a new run,
+    for fine-tuning. Bad input raises ArchspecError; the status in the result tells completed /
+    interrupted / diverged apart.
     """
     options = RunOptions(dataset=dataset, data_dir=data_dir, device=device, run_dir=run_dir, runs_root=runs_root,
                          limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
                          console=console, progress=progress, quiet=quiet, stop_after_epoch=stop_after_epoch,
-                         observers=tuple(observers), log_every=log_every, init_weights=init_weights)
-    run, resume_point = set_up(spec, recipe, options)
-    _restore(run, resume_point)
-    del resume_point  # the checkpoint's tensors are not needed any more
-    notify(run, "on_start")
-    run.started = time.time()
-    # Signals only set a flag from here on (a second Ctrl-C aborts): the loop stops between batches
-    # and the closing writes are not cut short.
-    with distributed.stop_request(run.group) as stop:
-        run.stop = stop
-        _run_epochs(run)
-        return _finish(run)
+                         observers=tuple(observers), log_every=log_every, memory_check=memory_check,
+                         init_weights=init_weights)
+    with contextlib.ExitStack() as owned:  # the run directory's lock (archspec.train.runlock), held to the end
+        run, resume_point = set_up(spec, recipe, options, owned)
+        _restore(run, resume_point)
+        del resume_point  # the checkpoint's tensors are not needed any more
+        notify(run, "on_start")
+        run.started = time.time()
+        # Signals only set a flag from here on (a second Ctrl-C aborts): the loop stops between batches
+        # and the closing writes are not cut short.
+        with distributed.stop_request(run.group) as stop:
+            run.stop = stop
+            _run_epochs(run)
+            return _finish(run)
 
 
 # --- restore --------------------------------------------------------------------------------------
@@ -126,13 +131,19 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
 
 def _restore(run: Run, resume: ResumePoint | None) -> None:
     """Restore phase: continue a run from its checkpoint, or start the run directory of a new one."""
-    if resume is None:
-        if run.group.is_main:
-            write_yaml(run.out / "spec.yaml", plain(run.spec.resolved))
-            write_yaml(run.out / "recipe.yaml", run.recipe_dict)
-            write_metrics(run.out, run.history.metrics)
-        save_run(run, best=False)  # "epoch 0": a kill during epoch 1 is resumable too
-        return
+    with _full_disk_is_an_error():
+        if resume is None:
+            if run.group.is_main:
+                write_yaml(run.out / "spec.yaml", plain(run.spec.resolved))
+                write_yaml(run.out / "recipe.yaml", run.recipe_dict)
+                write_metrics(run.out, run.history.metrics)
+            save_run(run, best=False)  # "epoch 0": a kill during epoch 1 is resumable too
+            return
+        _continue(run, resume)
+
+
+def _continue(run: Run, resume: ResumePoint) -> None:
+    """A resumed run: history and states from the checkpoint, the run directory made consistent with them."""
     run.history = resume.history()
     changed = resume.check_recipe(run.recipe_dict)
     resume.restore(run, changed)
@@ -141,17 +152,32 @@ def _restore(run: Run, resume: ResumePoint | None) -> None:
     h = run.history
     if run.group.is_main:
         remove_stale_temp_files(run.out)
+        note = reconcile_best(resume.file, resume.ckpt)  # a kill between the last.pt and best.pt writes
+        if note:
+            run.reporter.note(note)
         write_yaml(run.out / "recipe.yaml", run.recipe_dict)
         write_metrics(run.out, h.metrics)  # drop any row written after the checkpoint (kill -9 window)
         write_steps(run.out, h.lr_history, h.step_losses, run.steps_per_epoch)
     run.reporter.note(f"resuming {run.out} after epoch {h.epoch}/{run.epochs}", style="cyan", always=False)
 
 
+@contextlib.contextmanager
+def _full_disk_is_an_error() -> Iterator[None]:
+    """A full disk before the first epoch: one line, and (as for any failed start) no run directory left."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise ArchspecError(f"disk full: could not write {exc.filename or 'the run directory'}",
+                            hint="free some space (or use another --runs-dir) and run the command again") from None
+
+
 # --- the epochs -----------------------------------------------------------------------------------
 
 
 def _run_epochs(run: Run) -> None:
-    with _friendly_errors(run), contextlib.ExitStack() as held:
+    with _friendly_errors(run), _stops_on_full_disk(run), contextlib.ExitStack() as held:
         for observer in run.observers:
             held.enter_context(observer.running(run))
         for epoch in range(run.history.epoch + 1, run.epochs + 1):
@@ -186,7 +212,7 @@ def _discard(run: Run, epoch: int, outcome: EpochOutcome) -> None:
         run.end(STATUS_INTERRUPTED, f"interrupted ({run.stop.signal_name}) during epoch {epoch}; "
                                     f"last.pt holds epoch {h.epoch}")
     else:
-        run.end(STATUS_DIVERGED, _diverged_message(epoch, outcome, h.epoch, run.recipe))
+        run.end(STATUS_DIVERGED, diverged_message(epoch, outcome.lr, outcome.diverged, h.epoch, run.recipe))
 
 
 def _goes_on(run: Run, epoch: int) -> bool:
@@ -200,6 +226,25 @@ def _goes_on(run: Run, epoch: int) -> bool:
         elif run.stop_after_epoch is not None and epoch >= run.stop_after_epoch:
             run.end(STATUS_INTERRUPTED, f"stopped (stop_after_epoch={run.stop_after_epoch}) after epoch {epoch}")
     return run.status == STATUS_RUNNING
+
+
+@contextlib.contextmanager
+def _stops_on_full_disk(run: Run) -> Iterator[None]:
+    """A full disk mid-run ends the run as interrupted, resumable from what is on disk.
+
+    Every write is atomic, so last.pt is intact: either this epoch's or the previous one. The run's
+    history is re-read from it, so that summary.json and metrics.csv (small files, which usually
+    still fit) describe the checkpoint a resume will continue from, not an epoch that was lost.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        last = run.out / "last.pt"
+        run.history = ResumePoint(last, load_checkpoint(last, resume=True)).history()
+        run.end(STATUS_INTERRUPTED, f"disk full: could not write {exc.filename or run.out}; stopped with last.pt "
+                                    f"at epoch {run.history.epoch}. Free some space, then resume")
 
 
 @contextlib.contextmanager
@@ -252,24 +297,6 @@ def _current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
 
 
-def _divergence(window_loss: float, total_is_finite: bool, first_loss: float | None) -> str | None:
-    if not total_is_finite or not math.isfinite(window_loss):
-        return "the loss became NaN/inf"
-    if first_loss is not None and first_loss > 0 and window_loss > DIVERGENCE_FACTOR * first_loss:
-        return (f"the running loss {window_loss:.4g} is more than {DIVERGENCE_FACTOR:g}x "
-                f"the first loss {first_loss:.4g}")
-    return None
-
-
-def _diverged_message(epoch: int, outcome: EpochOutcome, last_good: int, recipe) -> str:
-    base_lr = float(recipe.optimizer.lr)
-    kept = f"the checkpoints of epoch {last_good} are kept" if last_good else "last.pt holds the initial weights"
-    source = recipe.override_of("optimizer.lr")  # "--lr 50": say so, not "the recipe's"
-    origin = f"this run's is {base_lr:g}, from {source}" if source else f"the recipe's is {base_lr:g}"
-    return (f"training diverged in epoch {epoch} at learning rate {outcome.lr:.4g}: {outcome.diverged}. "
-            f"Stopped; {kept}. Try a lower learning rate, e.g. --lr {base_lr / 10:.2g} ({origin})")
-
-
 class _EpochMeter:
     """The epoch's running loss and accuracy: added up on the device every step, read only by `sync`."""
 
@@ -284,6 +311,10 @@ class _EpochMeter:
         self.step_loss = torch.empty(max(1, self.steps_total), dtype=torch.float32, device=run.device)
         self.synced_loss, self.synced_images = 0.0, 0
         self.all_images, self.stop_agreed = 0, False  # over all ranks, as of the last sync
+        # Reading a CPU tensor costs no device sync, so there a NaN/inf loss stops the run at its step;
+        # not under DDP, where every rank must stop at the same step (they agree at the syncs).
+        self.check_each_step = run.device.type == "cpu" and not run.group.enabled
+        self.nonfinite = False
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         batch = int(y.shape[0])
@@ -294,6 +325,8 @@ class _EpochMeter:
         self.correct += (logits.argmax(dim=1) == y).sum()
         self.images += batch
         self.steps += 1
+        if self.check_each_step and not math.isfinite(float(loss)):
+            self.nonfinite = True
 
     def sync(self) -> tuple[str | None, float, float]:
         """(divergence problem or None, mean loss, accuracy) over all ranks, in one read of the device."""
@@ -313,7 +346,7 @@ class _EpochMeter:
                 history.first_loss = float(self.first_loss.item())
         self.all_images = int(images)
         window = (total - self.synced_loss) / max(1, self.all_images - self.synced_images)
-        problem = _divergence(window, math.isfinite(total), history.first_loss)
+        problem = loss_problem(window, math.isfinite(total), history.first_loss)
         self.synced_loss, self.synced_images = total, self.all_images
         return problem, total / max(1, self.all_images), hits / max(1, self.all_images)
 
@@ -378,6 +411,8 @@ def _train_epoch(run: Run, epoch: int) -> EpochOutcome:
         for x, y in _batches(run.bundle.train, stop):
             lr = _optimizer_step(run, x, y, meter)
             notify(run, "on_step", meter.steps)
+            if meter.nonfinite:
+                return cut_short(diverged=f"the loss became NaN/inf at step {meter.steps} of the epoch")
             # Read the device every SYNC_EVERY steps (divergence check) and whenever an observer asks
             # (the display, by time). Under DDP every rank must sync at the same steps: the count decides.
             due = meter.steps % SYNC_EVERY == 0 or (not run.group.enabled and progress_due(run))
@@ -419,7 +454,13 @@ def _finish(run: Run) -> RunResult:
     """Finish phase: the final status and summary, the observers' last writes, every rank done."""
     run.end(STATUS_COMPLETED, "")  # unless the run already ended otherwise
     summary = run.summary()
-    notify(run, "on_finish", summary)
+    for observer in run.observers:  # each one, even after another could not write its files
+        try:
+            observer.on_finish(run, summary)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            run.reporter.note(f"warning: disk full: could not write {exc.filename or run.out}")
     run.group.barrier()  # no rank exits (torchrun would stop the others) before rank 0 has written
     run.group.close()
     return run.result(summary)

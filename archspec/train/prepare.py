@@ -72,8 +72,9 @@ def load_run_spec(path: str | Path, *, data: str | None = None, run: str | Path 
 def _recipe_ref(spec, recipe: str | Path | None, resume: str | Path | None) -> str | Path:
     if recipe is not None:
         return recipe
-    if resume is not None and (Path(resume) / "recipe.yaml").is_file():
-        return str(Path(resume) / "recipe.yaml")  # continue with the run's own recipe
+    folder = None if resume is None else Path(resume) if Path(resume).is_dir() else Path(resume).parent
+    if folder is not None and (folder / "recipe.yaml").is_file():  # `--resume RUN` or `--resume RUN/best.pt`
+        return str(folder / "recipe.yaml")  # continue with the run's own recipe
     return spec.recipe or DEFAULT_RECIPE
 
 

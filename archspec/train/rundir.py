@@ -8,6 +8,7 @@ still has each epoch exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import csv
 import functools
@@ -48,12 +49,12 @@ def _created(path: Path) -> None:
 
 
 def removes_unused_run_dir(fn):
-    """Decorator for `train`: a run directory it created is removed again if it fails before
-    writing anything there (data missing, a bad option found at start-up, Ctrl-C while loading).
+    """Decorator for `train`: a run directory it created is removed again if it fails before its
+    first checkpoint (data missing, a bad option found at start-up, a full disk, Ctrl-C while loading).
 
     The directory is made early, so that an unwritable disk is found before any data is loaded;
-    a start that fails after that must not leave an empty `runs/<name>/` behind. A directory that
-    holds anything of a run (spec.yaml, a checkpoint) is always kept: it may be resumed.
+    a start that fails after that must not leave an empty or half-written `runs/<name>/` behind.
+    A directory that holds a checkpoint is always kept: it may be resumed.
     """
 
     @functools.wraps(fn)
@@ -71,10 +72,18 @@ def removes_unused_run_dir(fn):
     return wrapper
 
 
+# What a start writes before its first checkpoint (last.pt): without one, nothing to resume.
+START_FILES = ("spec.yaml", "recipe.yaml", "metrics.csv", "metrics.jsonl", "steps.csv", "summary.json")
+
+
 def _remove_if_unused(path: Path) -> None:
+    if not (path / "last.pt").exists():
+        for name in START_FILES:
+            with contextlib.suppress(OSError):
+                (path / name).unlink()
     remove_stale_temp_files(path)
     try:
-        path.rmdir()  # only succeeds when empty
+        path.rmdir()  # only succeeds when empty: anything else in it is kept
     except OSError:
         pass
 

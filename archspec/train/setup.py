@@ -17,6 +17,8 @@ checkpoint's states is the restore phase (archspec.train.loop).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +33,11 @@ from archspec.train import distributed
 from archspec.train.checkpoint import ResumePoint, plain, seed_everything, spec_fingerprint
 from archspec.train.device import configure_backends, resolve_device, resolve_precision, wants_channels_last
 from archspec.train.distributed import Group
+from archspec.train.divergence import CollapseWatch
 from archspec.train.observers import RunObserver, standard_observers
 from archspec.train.report import DEFAULT_LOG_EVERY_S, Reporter
 from archspec.train.rundir import check_writable, new_run_dir, use_run_dir
+from archspec.train.runlock import RunLock, stale_owner_note
 from archspec.train.state import Run
 from archspec.train.torch_compile import CompileClock, compile_model, resolve_compile
 
@@ -57,11 +61,16 @@ class RunOptions:
     stop_after_epoch: int | None = None
     observers: Sequence[RunObserver] = ()
     log_every: float = DEFAULT_LOG_EVERY_S  # in-epoch progress line interval when not on a terminal
+    memory_check: bool = True  # refuse a run that cannot fit in the device's memory (train.memory_check)
     init_weights: Callable[[torch.nn.Module], list[str]] | None = None  # starting weights (fine-tuning)
 
 
-def set_up(spec, recipe: Recipe, options: RunOptions) -> tuple[Run, ResumePoint | None]:
-    """Build the run; also return the checkpoint to restore from when resuming."""
+def set_up(spec, recipe: Recipe, options: RunOptions, owned: contextlib.ExitStack) -> tuple[Run, ResumePoint | None]:
+    """Build the run; also return the checkpoint to restore from when resuming.
+
+    `owned` receives the run directory's lock (archspec.train.runlock), which the caller holds for
+    the whole run.
+    """
     reporter = Reporter(options.console, progress=options.progress, quiet=options.quiet,
                         log_every=options.log_every)
     # Under torchrun: join the process group (cuda:LOCAL_RANK + NCCL, or CPU + Gloo). Rank 0 reports
@@ -74,6 +83,8 @@ def set_up(spec, recipe: Recipe, options: RunOptions) -> tuple[Run, ResumePoint 
     precision = resolve_precision(recipe.precision, device)
     compile_mode = resolve_compile(recipe.compile, device)
     configure_backends(device)
+    if options.memory_check:  # before anything is allocated; rank 0 decides for all
+        group.decide(lambda: _check_memory(spec, recipe, device, group))
 
     resume = ResumePoint.open(options.resume) if options.resume is not None else None
     limits = (resume.limits(options.limit_train, options.limit_test) if resume is not None
@@ -91,7 +102,9 @@ def set_up(spec, recipe: Recipe, options: RunOptions) -> tuple[Run, ResumePoint 
     if resume is not None:
         resume.check_model(spec_name=spec.name, fingerprint=fingerprint, model_state=module.state_dict(),
                            world_size=group.world_size)
-    out = Path(group.decide(lambda: _make_run_dir(spec, recipe, options, module, resume)))
+    out, note = group.decide(lambda: _make_run_dir(spec, recipe, options, module, resume, owned))
+    if note:
+        reporter.note(note)
     bundle = _load_data(spec, recipe, options, dataset, limits, device, group)
     limits = _limits_used(limits, bundle, reporter)
     _whiten(module, recipe, bundle, resuming=resume is not None)
@@ -99,8 +112,17 @@ def set_up(spec, recipe: Recipe, options: RunOptions) -> tuple[Run, ResumePoint 
               dataset=dataset, limits=limits, out=out, device=device, precision=precision, group=group,
               compile_mode=compile_mode, stop_after_epoch=options.stop_after_epoch, bundle=bundle, reporter=reporter,
               **_training_parts(module, spec, recipe, bundle, device, group, compile_mode, precision))
-    run.observers = standard_observers(run, options.observers)
+    run.observers = standard_observers(run, [CollapseWatch(), *options.observers])
     return run, resume
+
+
+def _check_memory(spec, recipe: Recipe, device: torch.device, group: Group) -> None:
+    """Refuse a run whose training step cannot fit in the device's free memory (archspec.train.memory_check)."""
+    from archspec.train.memory_check import check_memory
+
+    # CPU processes of one machine share its RAM; GPUs are one per process.
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", group.world_size)) if device.type == "cpu" else 1
+    check_memory(spec, recipe, device, processes=processes)
 
 
 def _pick_dataset(spec, recipe: Recipe, dataset: str | None) -> str:
@@ -122,17 +144,28 @@ def _build_module(spec, recipe: Recipe) -> torch.nn.Module:
 
 
 def _make_run_dir(spec, recipe: Recipe, options: RunOptions, module: torch.nn.Module,
-                  resume: ResumePoint | None) -> Path:
-    """The run directory (rank 0 picks and creates it; `Group.decide` gives the others its name)."""
-    if resume is not None:
-        where = resume.file.parent
-    elif options.run_dir is not None:
-        where = use_run_dir(options.run_dir)
-    else:
-        where = new_run_dir(options.runs_root, spec.name, recipe.name)
+                  resume: ResumePoint | None, owned: contextlib.ExitStack) -> tuple[Path, str | None]:
+    """The run directory, locked for this process, and a note when a dead owner's lock was taken
+    over (rank 0 picks, creates and locks it; `Group.decide` gives the others its name)."""
+    lock = _claim_run_dir(spec, recipe, options, resume, owned)
     param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    check_writable(where, need_bytes=2 * 4 * param_bytes + (16 << 20))  # last+best, weights+optimizer
-    return where
+    check_writable(lock.run_dir, need_bytes=2 * 4 * param_bytes + (16 << 20))  # last+best, weights+optimizer
+    return lock.run_dir, stale_owner_note(lock)
+
+
+def _claim_run_dir(spec, recipe: Recipe, options: RunOptions, resume: ResumePoint | None,
+                   owned: contextlib.ExitStack) -> RunLock:
+    """Rank 0's run directory, made when new and locked (the lock goes on `owned`)."""
+    if resume is not None:
+        return owned.enter_context(RunLock(resume.file.parent))
+    if options.run_dir is None:
+        return owned.enter_context(RunLock(new_run_dir(options.runs_root, spec.name, recipe.name)))
+    wanted = Path(options.run_dir)
+    if wanted.is_dir():  # lock before looking inside: "in use by process N" beats "already holds a run"
+        lock = owned.enter_context(RunLock(wanted))
+        use_run_dir(wanted)
+        return lock
+    return owned.enter_context(RunLock(use_run_dir(wanted)))
 
 
 def _load_data(spec, recipe: Recipe, options: RunOptions, dataset: str, limits: dict[str, int | None],

@@ -30,13 +30,14 @@ if TYPE_CHECKING:
 
 STATUS_RUNNING = "running"
 STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_DIVERGED = "completed", "interrupted", "diverged"
+STATUS_STOPPED = "stopped"  # ended early and for good by an observer's `run.end` (early stopping, pruning)
 
 
 @dataclass
 class RunResult:
     """What `train` returns; the same facts are in `run_dir/summary.json`."""
 
-    status: str  # completed | interrupted | diverged
+    status: str  # completed | interrupted | diverged | stopped
     run_dir: Path
     epochs_completed: int
     epochs: int
