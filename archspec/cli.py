@@ -273,8 +273,18 @@ def train(
                                                 "state_dict; for specs/torchvision/ specs (fine-tuning)")] = None,
     force: Annotated[bool, typer.Option("--force", help="skip the resource checks: the memory estimate, and "
                                         "at most one CPU process per core for --devices")] = False,
+    log: Annotated[list[str] | None, typer.Option("--log", help="also log to this tracker: mlflow or tensorboard "
+                                                  "(repeatable); none: no trackers, not even TensorBoard")] = None,
+    mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="log to this MLflow store (implies --log "
+                                                   "mlflow; default store: MLFLOW_TRACKING_URI, else "
+                                                   "sqlite:///mlflow.db here)")] = None,
+    log_graph: Annotated[bool, typer.Option("--log-graph", help="add the model graph to the TensorBoard "
+                                            "events")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="format of curves.* and lr.*: png, svg or pdf")] = "png",
+    dpi: Annotated[int, typer.Option("--dpi", help="resolution of PNG figures (dots per inch)", min=1)] = 110,
 ) -> None:
-    """Train a spec with a recipe; writes runs/<spec>-<recipe>-<time>/ (metrics, plots, checkpoints).
+    """Train a spec with a recipe; writes runs/<spec>-<recipe>-<time>/ (metrics, plots, checkpoints,
+    TensorBoard events: tensorboard --logdir runs).
 
     Exit codes: 0 completed, 2 bad input, 3 diverged, 130 interrupted (Ctrl-C, SIGTERM, a full disk:
     resumable with --resume).
@@ -286,6 +296,7 @@ def train(
         raise typer.Exit(launch(devices, ["train", *argv_from_context(ctx, drop=("devices",))]))
     from archspec.train.loop import train as run_training
     from archspec.train.prepare import prepare_run
+    from archspec.train.tracking import with_trackers
 
     inputs = prepare_run(spec, recipe=recipe, overrides=list(set_ or []), epochs=epochs, batch_size=batch_size,
                          lr=lr, seed=seed, threads=threads, data=data, resume=resume, allow_import=allow_import)
@@ -297,14 +308,70 @@ def train(
 
         init_weights = weights_source(weights, inputs.spec.name)
     result = run_training(
-        inputs.spec, inputs.recipe, dataset=inputs.spec.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
-        runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
-        console=console, progress=not quiet, quiet=quiet, log_every=log_every, memory_check=not force,
-        init_weights=init_weights,
+        inputs.spec, with_trackers(inputs.recipe, [*(log or ()), *(["mlflow"] if mlflow_uri else [])]),
+        dataset=inputs.spec.dataset, data_dir=data_dir, device=device, run_dir=run_dir, runs_root=runs_dir,
+        limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers, console=console,
+        progress=not quiet, quiet=quiet, log_every=log_every, memory_check=not force, mlflow_uri=mlflow_uri,
+        log_graph=log_graph, figure_format=fmt, dpi=dpi, init_weights=init_weights,
     )
     code = TRAIN_EXIT_CODES.get(result.status, 1)
     if code:
         raise typer.Exit(code)
+
+
+@app.command("lr-find")
+@user_errors
+def lr_find(
+    spec: SpecArg,
+    recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="recipe name or YAML path (default: the "
+                                               "spec's `recipe:`, else adam): its optimizer, loss, data")] = None,
+    start: Annotated[float, typer.Option("--start", help="first learning rate")] = 1e-7,
+    end: Annotated[float, typer.Option("--end", help="last learning rate")] = 10.0,
+    steps: Annotated[int, typer.Option("--steps", help="mini-batches (one learning rate each)", min=2)] = 100,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="override the batch size", min=1)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override any recipe key (repeatable)")] = None,
+    data: DataOpt = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
+    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
+    = None,
+    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch", min=1)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="the plot (.png, .svg, .pdf)")] = Path("lr_find.png"),
+    fmt: Annotated[str | None, typer.Option("--format", help="png, svg or pdf (default: the file name's suffix)",
+                                            show_default=False)] = None,
+    dpi: Annotated[int, typer.Option("--dpi", help="resolution of a PNG (dots per inch)", min=1)] = 110,
+    allow_import: AllowImportOpt = False,
+) -> None:
+    """Learning-rate range test: train with an exponentially growing lr, plot the loss, suggest an lr.
+
+    Example: archspec lr-find specs/mnist_quick.yaml --steps 100 -o lr_find.png
+    """
+    from archspec.figures import figure_format, lr_find_figure, write_figure
+    from archspec.train.lr_find import lr_find as range_test
+    from archspec.train.prepare import prepare_run
+
+    figure_format(output, fmt)  # a bad name or --format fails before the test runs
+    inputs = prepare_run(spec, recipe=recipe, overrides=set_ or [], batch_size=batch_size, threads=threads,
+                         data=data, allow_import=allow_import)
+    for note in inputs.notes:
+        err_console.print(note, highlight=False)
+    result = range_test(inputs.spec, inputs.recipe, start=start, end=end, steps=steps, dataset=inputs.spec.dataset,
+                        data_dir=data_dir, device=device, limit_train=limit_train)
+    title = f"lr range test: {inputs.spec.name} + {inputs.recipe.name} ({inputs.recipe.optimizer.name})"
+    write_figure(lr_find_figure(result.lrs, result.losses, result.smoothed, suggested=result.suggested,
+                                min_lr=result.min_lr, title=title), output, fmt=fmt, dpi=dpi)
+    console.print(f"{len(result.lrs)} of {steps} steps, lr {result.lrs[0]:.3g} to {result.lrs[-1]:.3g}: "
+                  f"{result.stop_reason}", highlight=False, soft_wrap=True)
+    if result.suggested is not None:
+        console.print(f"suggested lr: {result.suggested:.2g} (steepest descent of the smoothed loss)",
+                      highlight=False)
+    else:
+        console.print(f"no suggestion: the smoothed loss fell by only {100 * result.drop:.0f}% of its start; "
+                      "try more --steps (or a larger --end)", highlight=False, soft_wrap=True)
+    if result.min_over_ten is not None:
+        console.print(f"lowest smoothed loss at lr {result.min_lr:.2g}; a tenth of it: {result.min_over_ten:.2g}",
+                      highlight=False)
+    console.print(f"wrote {escape(str(output))}", highlight=False)
 
 
 @app.command("eval")

@@ -22,6 +22,8 @@ from archspec.recipes import load_recipe
 from archspec.train.loop import train
 from archspec.train.torch_compile import CompileClock, resolve_compile
 
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 SPEC = """
 name: tinybn
 dataset: synthetic

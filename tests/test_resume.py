@@ -28,20 +28,13 @@ from archspec.recipes import load_recipe
 from archspec.train.loop import train
 from archspec.train.rundir import read_metrics_csv
 
+from .conftest import tiny_spec_text
+
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 ROOT = Path(__file__).resolve().parents[1]
 
-DROPOUT_SPEC = """
-name: drop
-dataset: synthetic
-input: [3, 8, 8]
-classes: 4
-layers:
-  - conv: {out: 4, kernel: 3, padding: 1}
-  - relu
-  - dropout: 0.3
-  - flatten
-  - linear: classes
-"""
+DROPOUT_SPEC = tiny_spec_text("drop", pool=None, dropout=0.3)  # dropout: its RNG state must resume too
 
 RESUME_RECIPE = """
 name: resumable

@@ -656,7 +656,7 @@ def test_a_spec_that_cannot_fit_is_refused_before_anything_is_built(tmp_path, mo
     from archspec.summary import human_bytes
 
     monkeypatch.setattr(loader_module, "make_loaders", lambda *a, **k: pytest.fail("data loaded"))
-    monkeypatch.setattr(setup_module, "_build_module", lambda *a, **k: pytest.fail("model built"))
+    monkeypatch.setattr(setup_module, "build_module", lambda *a, **k: pytest.fail("model built"))
     spec, recipe = _files(tmp_path, TINY_RECIPE, HUGE_SPEC)
     started = time.monotonic()
     result = cli("train", spec, "--recipe", recipe, "--device", "cpu", "--runs-dir", tmp_path / "runs")

@@ -25,6 +25,8 @@ from archspec.experiments.runs import load_run
 from .conftest import ROOT
 from .test_compare import TINY_RECIPE, TINY_SPEC
 
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 
 @pytest.fixture
 def files(tmp_path):

@@ -61,6 +61,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "dataset": None,
     "workers": None,
     "ema": None,
+    "early_stop": None,
+    "log": "tensorboard",
     "tta": "none",
     "whiten": None,
     "eval_batch_size": None,
@@ -70,6 +72,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
 NOTE_KEYS = ("description", "overrides")
 EMA_DEFAULTS: dict[str, Any] = {"every": 1, "warmup_power": 0.0, "lookahead": False}
 WHITEN_DEFAULTS: dict[str, Any] = {"samples": 5000, "eps": 5.0e-4, "freeze": True}
+EARLY_STOP_DEFAULTS: dict[str, Any] = {"metric": "test_loss", "patience": 3, "min_delta": 0.0, "mode": "auto"}
+TRACKERS = ("tensorboard", "mlflow")  # what `log:` may name (archspec.train.tracking)
 
 
 class _Section:
@@ -268,6 +272,28 @@ class WhitenConfig(_Section):
 
 
 @dataclass(frozen=True)
+class EarlyStopConfig(_Section):
+    """``early_stop:`` (archspec.train.early_stop): end the run once `metric` has not improved by more
+    than `min_delta` for `patience` epochs in which it was measured. `mode` "auto" minimises losses
+    and maximises accuracies."""
+
+    metric: str = "test_loss"
+    patience: int = 3
+    min_delta: float = 0.0
+    mode: str = "auto"
+
+    @property
+    def goal(self) -> str:
+        """"min" or "max": the direction that counts as better."""
+        if self.mode != "auto":
+            return self.mode
+        return "min" if self.metric.endswith("loss") else "max"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A resolved, validated training recipe. Build one with `archspec.recipes.load_recipe`."""
 
@@ -290,6 +316,8 @@ class Recipe:
     dataset: str | None = None
     workers: int | None = None
     ema: EmaConfig | None = None
+    early_stop: EarlyStopConfig | None = None
+    log: tuple[str, ...] = ("tensorboard",)  # experiment trackers (archspec.train.tracking)
     tta: str = "none"
     whiten: WhitenConfig | None = None  # set (defaults filled in) exactly when init is "whiten"
     eval_batch_size: int | None = None  # test-set batches (None: the training batch size)
@@ -329,6 +357,10 @@ class Recipe:
             "ema": self.ema.to_dict() if self.ema is not None else None,
             "tta": self.tta,
         }
+        if self.early_stop is not None:
+            out["early_stop"] = self.early_stop.to_dict()
+        if self.log != ("tensorboard",):
+            out["log"] = list(self.log)
         if self.whiten is not None:
             out["whiten"] = self.whiten.to_dict()
         if self.dataset is not None:
@@ -403,6 +435,11 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
     if d["init"] == "whiten":
         w = {**WHITEN_DEFAULTS, **(d["whiten"] or {})}
         whiten = WhitenConfig(samples=int(w["samples"]), eps=float(w["eps"]), freeze=bool(w["freeze"]))
+    early_stop = None
+    if d["early_stop"] is not None:
+        e = {**EARLY_STOP_DEFAULTS, **d["early_stop"]}
+        early_stop = EarlyStopConfig(metric=e["metric"], patience=int(e["patience"]), min_delta=float(e["min_delta"]),
+                                     mode=e["mode"])
     schedule = d["schedule"] if isinstance(d["schedule"], dict) else {"type": d["schedule"]}
     loss = d["loss"] if isinstance(d["loss"], dict) else {"name": d["loss"]}
     normalize = d["normalize"]
@@ -428,6 +465,8 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
         dataset=d["dataset"],
         workers=int(d["workers"]) if d["workers"] is not None else None,
         ema=ema,
+        early_stop=early_stop,
+        log=_trackers(d["log"]),
         tta=d["tta"] or "none",
         whiten=whiten,
         eval_batch_size=int(d["eval_batch_size"]) if d["eval_batch_size"] is not None else None,
@@ -435,3 +474,12 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
         overrides=tuple(str(item) for item in d.get("overrides") or ()),
         source=source,
     )
+
+
+def _trackers(value: str | list[str] | None) -> tuple[str, ...]:
+    """`log:` as a tuple in the order written: "mlflow" -> ("mlflow",), "none" or [] -> ()."""
+    if value is None:
+        return tuple(TRACKERS[:1])
+    if value == "none":
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
