@@ -146,6 +146,13 @@ def test_repeat_zero_times_and_comparisons(write):
     assert spec.layers[0].out_shape == (3,)
 
 
+def test_a_model_with_every_layer_left_out_is_a_located_error(write):
+    with pytest.raises(ArchspecError, match=r"s.yaml:4:3: layers: no layer is left"):
+        load(write, "input: [4]\nclasses: 4\nlayers:\n  - repeat: {times: 0, layers: [linear: 4]}\n  - relu: {if: 0}\n")
+    with pytest.raises(ArchspecError, match="repeat.layers: expected a non-empty list of layers"):
+        load(write, "input: [4]\nclasses: 4\nlayers:\n  - repeat: {times: 0, layers: []}\n  - linear: 4\n")
+
+
 def test_make_divisible_is_torchvisions_rule():
     from torchvision.models._utils import _make_divisible
 

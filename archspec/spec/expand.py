@@ -132,6 +132,8 @@ class Expander:
             times = int(times)
         if not isinstance(times, int) or isinstance(times, bool) or times < 0:
             raise self.doc.error(where + ("times",), f"times must be a whole number >= 0, got {times!r}")
+        if not isinstance(value["layers"], list) or not value["layers"]:
+            raise self.doc.error(where + ("layers",), "expected a non-empty list of layers")
         if times == 0:
             return [], shape
         entry = shape

@@ -50,6 +50,8 @@ def load_spec(path: str | Path, *, dataset: str | None = None, allow_import: boo
     _add_vars(doc, expander, scope)
 
     layers, output_shape = expander.expand(data["layers"], ("layers",), "layers", scope, (), 0, tuple(input_shape))
+    if not layers:
+        raise doc.error(("layers",), "no layer is left: every one has a false `if:` or a `repeat` of 0 times")
     assign_module_names(layers)
     if classes is not None and output_shape != (classes,):
         raise layers[-1].error(f"the model outputs {fmt_shape(output_shape)} but there are {classes} classes; "
