@@ -137,17 +137,24 @@ def count(
 @app.command()
 @user_errors
 def validate(
-    specs: Annotated[list[Path], typer.Argument(help="spec YAML files", show_default=False)],
+    specs: Annotated[list[Path] | None, typer.Argument(help="spec YAML files", show_default=False)] = None,
     data: DataOpt = None,
     allow_import: AllowImportOpt = False,
+    kinds: Annotated[bool, typer.Option("--kinds", help="list every layer kind with its options")] = False,
 ) -> None:
     """Check specs (syntax, schema, variables, blocks, shapes) without importing torch.
 
-    Example: archspec validate specs/*.yaml
+    Example: archspec validate specs/*.yaml   (archspec validate --kinds lists the layer kinds)
     """
     from archspec.layers import fmt_shape
     from archspec.spec.loader import load_spec
 
+    if kinds:
+        _print_kinds()
+    if not specs:
+        if kinds:
+            return
+        fail("give spec files to check (or --kinds to list the layer kinds)")
     failed = 0
     for path in specs:
         try:
@@ -164,6 +171,27 @@ def validate(
                       f"{n} layers", highlight=False)
     if failed:
         raise typer.Exit(2)
+
+
+def _print_kinds() -> None:
+    """Every layer kind: aliases, the option a scalar sets, options with defaults, what it does."""
+    from rich.table import Table
+
+    from archspec.layers import REGISTRY
+
+    def word(value) -> str:  # a default as YAML writes it: true, null, avg
+        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+    table = Table(title="layer kinds (docs/spec-language.md#kinds)", title_justify="left", header_style="bold")
+    table.add_column("kind", no_wrap=True)
+    for col in ("aliases", "scalar sets", "options (default)", "what"):
+        table.add_column(col)
+    for kind in sorted(dict.fromkeys(REGISTRY.values()), key=lambda k: k.name):
+        opts = ", ".join(f"{k} {word(v['default'])}" if "default" in v else f"{k} (required)"
+                         if k in kind.required else k for k, v in kind.options.items())
+        table.add_row(kind.name, ", ".join(kind.aliases), kind.main or "", opts, kind.summary)
+    table.add_row("repeat", "", "", "times (required), layers (required)", "the layers, `times` times over ($i)")
+    console.print(table)
 
 
 @app.command()
@@ -245,6 +273,9 @@ def train(
     allow_import: AllowImportOpt = False,
     devices: Annotated[int | None, typer.Option("--devices", help="train on N processes/GPUs with torchrun + "
                                                 "DDP (batch size is per process)", min=1)] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="start from torchvision's weights: "
+                                                "'torchvision' (pretrained, downloaded) or a saved torchvision "
+                                                "state_dict; for specs/torchvision/ specs (fine-tuning)")] = None,
     force: Annotated[bool, typer.Option("--force", help="skip the resource checks: the memory estimate, and "
                                         "at most one CPU process per core for --devices")] = False,
     log: Annotated[list[str] | None, typer.Option("--log", help="also log to this tracker: mlflow or tensorboard "
@@ -276,12 +307,17 @@ def train(
                          lr=lr, seed=seed, threads=threads, data=data, resume=resume, allow_import=allow_import)
     for note in inputs.notes:
         err_console.print(note, highlight=False)
+    init_weights = None
+    if weights is not None:
+        from archspec.weights import weights_source
+
+        init_weights = weights_source(weights, inputs.spec.name)
     result = run_training(
         inputs.spec, with_trackers(inputs.recipe, [*(log or ()), *(["mlflow"] if mlflow_uri else [])]),
         dataset=inputs.spec.dataset, data_dir=data_dir, device=device, run_dir=run_dir, runs_root=runs_dir,
         limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers, console=console,
         progress=not quiet, quiet=quiet, log_every=log_every, memory_check=not force, mlflow_uri=mlflow_uri,
-        log_graph=log_graph, figure_format=fmt, dpi=dpi,
+        log_graph=log_graph, figure_format=fmt, dpi=dpi, init_weights=init_weights,
     )
     code = TRAIN_EXIT_CODES.get(result.status, 1)
     if code:

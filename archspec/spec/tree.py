@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from archspec.errors import ArchspecError
-from archspec.layers import REGISTRY, LayerKind, Shape, ShapeError, fmt_shape
+from archspec.layers import REGISTRY, LayerKind, Shape
 
 T = TypeVar("T")
 
@@ -158,23 +158,6 @@ def assign_module_names(nodes: list[Node]) -> None:
         node.module_name = name
         for group in node.children:
             assign_module_names(group)
-
-
-def infer_shapes(nodes: list[Node], shape: Shape) -> Shape:
-    """Thread `shape` through the layers, filling in in_shape/out_shape; raise on a mismatch."""
-    for node in nodes:
-        node.in_shape = tuple(shape)
-        impl = node.impl
-        try:
-            if impl.composite:
-                outs = [infer_shapes(group, shape) for group in node.children]
-                shape = impl.combine(node.options, shape, outs)
-            else:
-                shape = impl.output_shape(node.options, shape)
-        except ShapeError as e:
-            raise node.error(f"{e} (input {fmt_shape(node.in_shape)})") from None
-        node.out_shape = tuple(shape)
-    return tuple(shape)
 
 
 def _item(visit: Visit, groups: list[list[Any]]) -> Any:

@@ -95,7 +95,8 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
           console: Console | None = None, progress: bool = True, quiet: bool = False,
           stop_after_epoch: int | None = None, observers: Sequence[RunObserver] = (),
           log_every: float = DEFAULT_LOG_EVERY_S, memory_check: bool = True, mlflow_uri: str | None = None,
-          log_graph: bool = False, figure_format: str = "png", dpi: int = DEFAULT_DPI) -> RunResult:
+          log_graph: bool = False, figure_format: str = "png", dpi: int = DEFAULT_DPI,
+          init_weights=None) -> RunResult:
     """Train `spec` (a loaded Spec) with `recipe` (a Recipe); write the run directory; return a RunResult.
 
     `resume` is a run directory (or its last.pt): the run continues there at the next epoch and
@@ -110,13 +111,15 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     too) and to the MLflow store `mlflow_uri` (archspec.train.mlflow_log). curves.* and lr.* are
     drawn as `figure_format` (png, svg, pdf) at `dpi`. Bad input raises ArchspecError; the status in
     the result tells completed / interrupted / diverged apart (a run ended by `early_stop:` is
-    completed, its message says why).
+    completed, its message says why). `init_weights(model)` (`archspec.weights.weights_source`) loads
+    starting weights into a new run, for fine-tuning.
     """
     options = RunOptions(dataset=dataset, data_dir=data_dir, device=device, run_dir=run_dir, runs_root=runs_root,
                          limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
                          console=console, progress=progress, quiet=quiet, stop_after_epoch=stop_after_epoch,
                          observers=tuple(observers), log_every=log_every, memory_check=memory_check,
-                         mlflow_uri=mlflow_uri, log_graph=log_graph, figure_format=figure_format, dpi=dpi)
+                         mlflow_uri=mlflow_uri, log_graph=log_graph, figure_format=figure_format, dpi=dpi,
+                         init_weights=init_weights)
     with contextlib.ExitStack() as owned:  # the run directory's lock (archspec.train.runlock), held to the end
         run, resume_point = set_up(spec, recipe, options, owned)
         _restore(run, resume_point)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ class RunOptions:
     figure_format: str = "png"  # curves.* and lr.*: png, svg or pdf
     dpi: int = DEFAULT_DPI
     memory_check: bool = True  # refuse a run that cannot fit in the device's memory (train.memory_check)
+    init_weights: Callable[[torch.nn.Module], list[str]] | None = None  # starting weights (fine-tuning)
 
 
 def set_up(spec, recipe: Recipe, options: RunOptions, owned: contextlib.ExitStack) -> tuple[Run, ResumePoint | None]:
@@ -100,6 +101,11 @@ def set_up(spec, recipe: Recipe, options: RunOptions, owned: contextlib.ExitStac
     if resume is not None:
         resume.check_dataset(dataset)
     module = build_module(spec, recipe)
+    if options.init_weights is not None and resume is None:  # on resume the checkpoint has the weights
+        fresh = options.init_weights(module)
+        if fresh:
+            reporter.note(f"starting weights loaded; kept fresh (sizes differ): {', '.join(fresh)}",
+                          style="cyan", always=False)
     if resume is not None:
         resume.check_model(spec_name=spec.name, fingerprint=fingerprint, model_state=module.state_dict(),
                            world_size=group.world_size)
