@@ -153,7 +153,8 @@ EXPECTED = {
             - ns["result"].best_test_acc) < 1e-6,
     # lr 1e-9: nothing improves after epoch 1, so patience 2 stops the 10-epoch run after epoch 3.
     "training.md#1": lambda ns: (ns["result"].status, ns["result"].epochs_completed) == ("completed", 3)
-    and ns["result"].summary["early_stop"]["stopped_epoch"] == 3,
+    and ns["result"].summary["early_stop"]["stopped_epoch"] == 3
+    and ns["result"].message.startswith("early stop after epoch 3"),
     "training.md#2": lambda ns: ns["result"].status == "completed" and (ns["result"].run_dir / "best.pt").exists(),
     "training.md#3": lambda ns: ns["result"].status == "completed",
     "README.md": lambda ns: sum(p.numel() for p in ns["model"].parameters()) == 127_055_370,
