@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archspec.atomic_write import atomic_write_bytes
 from archspec.errors import ArchspecError
-from archspec.io import atomic_write_bytes
 
 FORMATS = ("png", "svg", "pdf")
 DEFAULT_DPI = 110

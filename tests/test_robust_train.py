@@ -469,7 +469,7 @@ def test_a_run_stuck_at_chance_without_a_loss_spike_is_warned_about_not_stopped(
 
 def _disk_full_on(monkeypatch, name: str, nth: int) -> None:
     """The `nth` write of checkpoint `name` fails inside the real atomic writer with ENOSPC (at fsync)."""
-    import archspec.io as io_module
+    import archspec.atomic_write as io_module
 
     real, seen = io_module.atomic_write_bytes, []
 

@@ -18,8 +18,8 @@ import yaml
 from rich.console import Console
 
 import archspec
+from archspec.atomic_write import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 from archspec.errors import ArchspecError
-from archspec.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 from archspec.recipes import load_recipe
 from archspec.train import checkpoint as ckpt_mod
 from archspec.train.evaluation import evaluate

@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from archspec.atomic_write import atomic_write_text
 from archspec.errors import ArchspecError
 from archspec.experiments.compare import STAT_COLUMNS, Comparison, compare, format_cell, formatted_rows
 from archspec.experiments.runs import Run, natural_key
 from archspec.figures import DEFAULT_DPI
-from archspec.io import atomic_write_text
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;

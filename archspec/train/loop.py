@@ -36,7 +36,7 @@ Design notes:
 * Exact resume: the checkpoint written at the end of every epoch holds model, optimizer, scheduler,
   scaler, every RNG state and the run's history. The data order is a function of (seed, epoch)
   (`loader.set_epoch`), so a resumed run replays exactly what an uninterrupted one would have done.
-* Files are written atomically (archspec.io) and metrics rewritten whole, so `kill -9` at any
+* Files are written atomically (archspec.atomic_write) and metrics rewritten whole, so `kill -9` at any
   instant leaves a consistent, resumable run directory.
 """
 
@@ -51,9 +51,9 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from archspec.atomic_write import is_disk_full
 from archspec.errors import ArchspecError
 from archspec.figures import DEFAULT_DPI
-from archspec.io import is_disk_full
 from archspec.recipes.build import scheduler_due
 from archspec.train import distributed
 from archspec.train.checkpoint import ResumePoint, load_checkpoint, plain, reconcile_best, save_run

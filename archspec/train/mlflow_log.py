@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archspec.atomic_write import atomic_write_json
 from archspec.errors import ArchspecError
-from archspec.io import atomic_write_json
 from archspec.train.observers import RunObserver
 from archspec.train.state import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED
 from archspec.train.tracking import epoch_values, final_values, pending_epochs, pending_steps, run_params

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
+from archspec.atomic_write import atomic_write_bytes, atomic_write_json, atomic_write_text
 from archspec.errors import ArchspecError
-from archspec.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds",
                  "images_per_second")
