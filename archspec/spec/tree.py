@@ -170,7 +170,8 @@ def check_size(node: Node) -> None:
     """Refuse a layer too large to build (called as soon as its output shape is known)."""
     if prod(node.out_shape) > MAX_VALUES:
         raise node.error(f"output {fmt_shape(node.out_shape)} has more than {MAX_VALUES:,} values per sample")
-    if not node.impl.composite and node.impl.macs(node.options, node.in_shape, node.out_shape) > MAX_LAYER_MACS:
+    macs = None if node.impl.composite else node.impl.macs(node.options, node.in_shape, node.out_shape)
+    if macs is not None and macs > MAX_LAYER_MACS:  # None: a `module:` layer whose MACs are unknown
         raise node.error(f"more than {MAX_LAYER_MACS:.0e} multiply-accumulates per sample (input "
                          f"{fmt_shape(node.in_shape)}); this layer is too large to build")
 
