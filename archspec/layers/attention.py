@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from archspec.layers.base import (
     BOOL,
+    DROP_PROB,
     POS_INT,
     Held,
     LayerKind,
@@ -23,8 +24,6 @@ from archspec.layers.base import (
     need_tokens,
     register,
 )
-
-DROP = {"type": "number", "minimum": 0, "maximum": 1, "exclusiveMaximum": 1, "default": 0.0}
 
 
 def attention_saved(tokens: int, dim: int, heads: int) -> Saved:
@@ -44,7 +43,7 @@ class Attention(LayerKind):
     main = "heads"
     options = {
         "heads": {**POS_INT, "description": "attention heads; must divide D"},
-        "dropout": {**DROP, "description": "dropout on the attention weights"},
+        "dropout": {**DROP_PROB, "description": "dropout on the attention weights"},
         "bias": {**BOOL, "default": True},
     }
     required = ("heads",)

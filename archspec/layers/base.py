@@ -61,6 +61,8 @@ INT = {"type": "integer", "minimum": -MAX_INT_OPTION, "maximum": MAX_INT_OPTION}
 POS_INT = {"type": "integer", "minimum": 1, "maximum": MAX_INT_OPTION}
 NONNEG_INT = {"type": "integer", "minimum": 0, "maximum": MAX_INT_OPTION}
 BOOL = {"type": "boolean"}
+# A drop probability in [0, 1) that defaults to no dropping (attention, encoder blocks).
+DROP_PROB = {"type": "number", "minimum": 0, "maximum": 1, "exclusiveMaximum": 1, "default": 0.0}
 
 # Options every kind accepts.
 COMMON_OPTIONS: dict[str, dict] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from archspec.layers.attention import attention_saved
 from archspec.layers.base import (
+    DROP_PROB,
     POS_INT,
     Held,
     LayerKind,
@@ -20,8 +21,6 @@ from archspec.layers.base import (
     need_tokens,
     register,
 )
-
-DROP = {"type": "number", "minimum": 0, "maximum": 1, "exclusiveMaximum": 1, "default": 0.0}
 
 
 @register
@@ -35,8 +34,8 @@ class EncoderBlockKind(LayerKind):
         "heads": {**POS_INT, "description": "attention heads; must divide D"},
         "mlp_ratio": {"type": "number", "exclusiveMinimum": 0, "default": 4,
                       "description": "MLP hidden width = int(D * mlp_ratio)"},
-        "dropout": {**DROP, "description": "dropout after attention and in the MLP"},
-        "attention_dropout": {**DROP, "description": "dropout on the attention weights"},
+        "dropout": {**DROP_PROB, "description": "dropout after attention and in the MLP"},
+        "attention_dropout": {**DROP_PROB, "description": "dropout on the attention weights"},
         "eps": {"type": "number", "exclusiveMinimum": 0, "default": 1e-6, "description": "LayerNorm eps (ViT's)"},
     }
     required = ("heads",)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from archspec.layers.base import (
     BOOL,
+    DROP_PROB,
     NONNEG_INT,
     POS_INT,
     Held,
@@ -22,8 +23,6 @@ from archspec.layers.base import (
     need_image,
     register,
 )
-
-DROP = {"type": "number", "minimum": 0, "maximum": 1, "exclusiveMaximum": 1, "default": 0.0}
 
 
 @register
@@ -36,8 +35,8 @@ class WindowAttentionKind(LayerKind):
         "heads": {**POS_INT, "description": "attention heads; must divide the channels"},
         "window": {**POS_INT, "default": 7, "description": "window size in pixels"},
         "shift": {**NONNEG_INT, "default": 0, "description": "cyclic shift before windowing (Swin: 0, window/2, ...)"},
-        "attention_dropout": {**DROP, "description": "dropout on the attention weights"},
-        "dropout": {**DROP, "description": "dropout after the output projection"},
+        "attention_dropout": {**DROP_PROB, "description": "dropout on the attention weights"},
+        "dropout": {**DROP_PROB, "description": "dropout after the output projection"},
         "bias": {**BOOL, "default": True, "description": "query/key/value biases"},
     }
     required = ("heads",)
