@@ -37,6 +37,13 @@ def build_model(spec, device=None):
     return _build(spec, device=device)
 
 
+def load_torchvision_weights(model, name, state_dict=None, *, skip_mismatched=False):
+    """Torchvision's `name` weights (pretrained by default) into a model of specs/torchvision/<name>.yaml."""
+    from archspec.weights import load_torchvision_weights as _load
+
+    return _load(model, name, state_dict, skip_mismatched=skip_mismatched)
+
+
 def summarize(spec, model=None, memory=None):
     """Per-layer and total parameter / MAC counts (meta device: no weights allocated); with
     `memory` (an `archspec.memory.Setup`), the training-memory estimate too."""
@@ -45,4 +52,5 @@ def summarize(spec, model=None, memory=None):
     return _summarize(spec, model=model, memory=memory)
 
 
-__all__ = ["ArchspecError", "Spec", "build_model", "load_spec", "summarize", "__version__"]
+__all__ = ["ArchspecError", "Spec", "build_model", "load_spec", "load_torchvision_weights", "summarize",
+           "__version__"]

@@ -95,6 +95,12 @@ DataOpt = Annotated[
 AllowImportOpt = Annotated[
     bool, typer.Option("--allow-import", help="allow `module:` layers that import Python code (trust the spec)")
 ]
+# The data and device options that train, lr-find, eval, sweep and tune share: one declaration, one help text.
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")]
+EpochsOpt = Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)]
+LimitTrainOpt = Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
+LimitTestOpt = Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)]
+DeviceOpt = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")]
 
 
 @app.command()
@@ -139,17 +145,24 @@ def count(
 @app.command()
 @user_errors
 def validate(
-    specs: Annotated[list[Path], typer.Argument(help="spec YAML files", show_default=False)],
+    specs: Annotated[list[Path] | None, typer.Argument(help="spec YAML files", show_default=False)] = None,
     data: DataOpt = None,
     allow_import: AllowImportOpt = False,
+    kinds: Annotated[bool, typer.Option("--kinds", help="list every layer kind with its options")] = False,
 ) -> None:
     """Check specs (syntax, schema, variables, blocks, shapes) without importing torch.
 
-    Example: archspec validate specs/*.yaml
+    Example: archspec validate specs/*.yaml   (archspec validate --kinds lists the layer kinds)
     """
     from archspec.layers import fmt_shape
     from archspec.spec.loader import load_spec
 
+    if kinds:
+        _print_kinds()
+    if not specs:
+        if kinds:
+            return
+        fail("give spec files to check (or --kinds to list the layer kinds)")
     failed = 0
     for path in specs:
         try:
@@ -166,6 +179,27 @@ def validate(
                       f"{n} layers", highlight=False)
     if failed:
         raise typer.Exit(2)
+
+
+def _print_kinds() -> None:
+    """Every layer kind: aliases, the option a scalar sets, options with defaults, what it does."""
+    from rich.table import Table
+
+    from archspec.layers import REGISTRY
+
+    def word(value) -> str:  # a default as YAML writes it: true, null, avg
+        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+    table = Table(title="layer kinds (docs/spec-language.md#kinds)", title_justify="left", header_style="bold")
+    table.add_column("kind", no_wrap=True)
+    for col in ("aliases", "scalar sets", "options (default)", "what"):
+        table.add_column(col)
+    for kind in sorted(dict.fromkeys(REGISTRY.values()), key=lambda k: k.name):
+        opts = ", ".join(f"{k} {word(v['default'])}" if "default" in v else f"{k} (required)"
+                         if k in kind.required else k for k, v in kind.options.items())
+        table.add_row(kind.name, ", ".join(kind.aliases), kind.main or "", opts, kind.summary)
+    table.add_row("repeat", "", "", "times (required), layers (required)", "the layers, `times` times over ($i)")
+    console.print(table)
 
 
 @app.command()
@@ -223,17 +257,16 @@ def train(
     spec: SpecArg,
     recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="recipe name or YAML path "
                                                "(default: the spec's `recipe:`, else adam)")] = None,
-    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)] = None,
+    epochs: EpochsOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="override the batch size", min=1)] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="override the learning rate")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override any recipe key: --set "
                                                    "optimizer.momentum=0.9 (repeatable)")] = None,
     data: DataOpt = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
-    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
-    = None,
-    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
-    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    data_dir: DataDirOpt = None,
+    limit_train: LimitTrainOpt = None,
+    limit_test: LimitTestOpt = None,
+    device: DeviceOpt = "auto",
     seed: Annotated[int | None, typer.Option(help="random seed (same as --set seed=N)", min=0, max=MAX_SEED)] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (same as --set "
                                                 "threads=N; default: torch's, one per core)", min=1)] = None,
@@ -249,10 +282,23 @@ def train(
     allow_import: AllowImportOpt = False,
     devices: Annotated[int | None, typer.Option("--devices", help="train on N processes/GPUs with torchrun + "
                                                 "DDP (batch size is per process)", min=1)] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="start from torchvision's weights: "
+                                                "'torchvision' (pretrained, downloaded) or a saved torchvision "
+                                                "state_dict; for specs/torchvision/ specs (fine-tuning)")] = None,
     force: Annotated[bool, typer.Option("--force", help="skip the resource checks: the memory estimate, and "
                                         "at most one CPU process per core for --devices")] = False,
+    log: Annotated[list[str] | None, typer.Option("--log", help="also log to this tracker: mlflow or tensorboard "
+                                                  "(repeatable); none: no trackers, not even TensorBoard")] = None,
+    mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="log to this MLflow store (implies --log "
+                                                   "mlflow; default store: MLFLOW_TRACKING_URI, else "
+                                                   "sqlite:///mlflow.db here)")] = None,
+    log_graph: Annotated[bool, typer.Option("--log-graph", help="add the model graph to the TensorBoard "
+                                            "events")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="format of curves.* and lr.*: png, svg or pdf")] = "png",
+    dpi: Annotated[int, typer.Option("--dpi", help="resolution of PNG figures (dots per inch)", min=1)] = 110,
 ) -> None:
-    """Train a spec with a recipe; writes runs/<spec>-<recipe>-<time>/ (metrics, plots, checkpoints).
+    """Train a spec with a recipe; writes runs/<spec>-<recipe>-<time>/ (metrics, plots, checkpoints,
+    TensorBoard events: tensorboard --logdir runs).
 
     Exit codes: 0 completed, 2 bad input, 3 diverged, 130 interrupted (Ctrl-C, SIGTERM, a full disk:
     resumable with --resume).
@@ -264,19 +310,81 @@ def train(
         raise typer.Exit(launch(devices, ["train", *argv_from_context(ctx, drop=("devices",))]))
     from archspec.train.loop import train as run_training
     from archspec.train.prepare import prepare_run
+    from archspec.train.tracking import with_trackers
 
     inputs = prepare_run(spec, recipe=recipe, overrides=list(set_ or []), epochs=epochs, batch_size=batch_size,
                          lr=lr, seed=seed, threads=threads, data=data, resume=resume, allow_import=allow_import)
     for note in inputs.notes:
         err_console.print(note, highlight=False)
+    init_weights = None
+    if weights is not None:
+        from archspec.weights import weights_source
+
+        init_weights = weights_source(weights, inputs.spec.name)
     result = run_training(
-        inputs.spec, inputs.recipe, dataset=inputs.spec.dataset, data_dir=data_dir, device=device, run_dir=run_dir,
-        runs_root=runs_dir, limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
-        console=console, progress=not quiet, quiet=quiet, log_every=log_every, memory_check=not force,
+        inputs.spec, with_trackers(inputs.recipe, [*(log or ()), *(["mlflow"] if mlflow_uri else [])]),
+        dataset=inputs.spec.dataset, data_dir=data_dir, device=device, run_dir=run_dir, runs_root=runs_dir,
+        limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers, console=console,
+        progress=not quiet, quiet=quiet, log_every=log_every, memory_check=not force, mlflow_uri=mlflow_uri,
+        log_graph=log_graph, figure_format=fmt, dpi=dpi, init_weights=init_weights,
     )
     code = TRAIN_EXIT_CODES.get(result.status, 1)
     if code:
         raise typer.Exit(code)
+
+
+@app.command("lr-find")
+@user_errors
+def lr_find(
+    spec: SpecArg,
+    recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="recipe name or YAML path (default: the "
+                                               "spec's `recipe:`, else adam): its optimizer, loss, data")] = None,
+    start: Annotated[float, typer.Option("--start", help="first learning rate")] = 1e-7,
+    end: Annotated[float, typer.Option("--end", help="last learning rate")] = 10.0,
+    steps: Annotated[int, typer.Option("--steps", help="mini-batches (one learning rate each)", min=2)] = 100,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="override the batch size", min=1)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override any recipe key (repeatable)")] = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    limit_train: LimitTrainOpt = None,
+    device: DeviceOpt = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch", min=1)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="the plot (.png, .svg, .pdf)")] = Path("lr_find.png"),
+    fmt: Annotated[str | None, typer.Option("--format", help="png, svg or pdf (default: the file name's suffix)",
+                                            show_default=False)] = None,
+    dpi: Annotated[int, typer.Option("--dpi", help="resolution of a PNG (dots per inch)", min=1)] = 110,
+    allow_import: AllowImportOpt = False,
+) -> None:
+    """Learning-rate range test: train with an exponentially growing lr, plot the loss, suggest an lr.
+
+    Example: archspec lr-find specs/mnist_quick.yaml --steps 100 -o lr_find.png
+    """
+    from archspec.figures import figure_format, lr_find_figure, write_figure
+    from archspec.train.lr_find import lr_find as range_test
+    from archspec.train.prepare import prepare_run
+
+    figure_format(output, fmt)  # a bad name or --format fails before the test runs
+    inputs = prepare_run(spec, recipe=recipe, overrides=set_ or [], batch_size=batch_size, threads=threads,
+                         data=data, allow_import=allow_import)
+    for note in inputs.notes:
+        err_console.print(note, highlight=False)
+    result = range_test(inputs.spec, inputs.recipe, start=start, end=end, steps=steps, dataset=inputs.spec.dataset,
+                        data_dir=data_dir, device=device, limit_train=limit_train)
+    title = f"lr range test: {inputs.spec.name} + {inputs.recipe.name} ({inputs.recipe.optimizer.name})"
+    write_figure(lr_find_figure(result.lrs, result.losses, result.smoothed, suggested=result.suggested,
+                                min_lr=result.min_lr, title=title), output, fmt=fmt, dpi=dpi)
+    console.print(f"{len(result.lrs)} of {steps} steps, lr {result.lrs[0]:.3g} to {result.lrs[-1]:.3g}: "
+                  f"{result.stop_reason}", highlight=False, soft_wrap=True)
+    if result.suggested is not None:
+        console.print(f"suggested lr: {result.suggested:.2g} (steepest descent of the smoothed loss)",
+                      highlight=False)
+    else:
+        console.print(f"no suggestion: the smoothed loss fell by only {100 * result.drop:.0f}% of its start; "
+                      "try more --steps (or a larger --end)", highlight=False, soft_wrap=True)
+    if result.min_over_ten is not None:
+        console.print(f"lowest smoothed loss at lr {result.min_lr:.2g}; a tenth of it: {result.min_over_ten:.2g}",
+                      highlight=False)
+    console.print(f"wrote {escape(str(output))}", highlight=False)
 
 
 @app.command("eval")
@@ -286,9 +394,9 @@ def eval_(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="a .pt file, or a run directory "
                                              "(uses its best.pt)", show_default=False)],
     data: DataOpt = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
-    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
-    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    data_dir: DataDirOpt = None,
+    limit_test: LimitTestOpt = None,
+    device: DeviceOpt = "auto",
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="evaluation batch size", min=1,
                                                    max=MAX_BATCH)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
@@ -415,6 +523,7 @@ ExecutorOpt = Annotated[str, typer.Option("--executor", help="where cells/trials
                                           "another) or ray (Ray tasks; needs archspec[ray])")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster to join, e.g. auto or "
                                                 "ray://head:10001 (default: start a local Ray instance)")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")]
 CpusOpt = Annotated[float, typer.Option("--cpus-per-trial", help="CPUs each Ray task reserves", min=0.01)]
 GpusOpt = Annotated[float, typer.Option("--gpus-per-trial", help="GPUs each Ray task reserves (fractions share "
                                         "a GPU)", min=0)]
@@ -475,12 +584,11 @@ def sweep(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe key in every cell: "
                                                    "--set optimizer.momentum=0.9 (repeatable)")] = None,
     data: DataOpt = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
-    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)] = None,
-    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
-    = None,
-    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
-    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    limit_train: LimitTrainOpt = None,
+    limit_test: LimitTestOpt = None,
+    device: DeviceOpt = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="folder of the cells' run directories "
                                              "(default: runs/sweep-<specs>-<grid keys>)")] = None,
     band: Annotated[bool, typer.Option("--band", help="draw the min-max band of the training loss across "
@@ -488,7 +596,7 @@ def sweep(
     fmt: FigFormatOpt = None,
     dpi: DpiOpt = 110,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and list the cells; train nothing")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
+    quiet: QuietOpt = False,
     log_every: LogEveryOpt = DEFAULT_LOG_EVERY,
     allow_import: AllowImportOpt = False,
     executor: ExecutorOpt = "local",
@@ -554,17 +662,16 @@ def tune(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe key in every trial "
                                                    "(repeatable)")] = None,
     data: DataOpt = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live / download to")] = None,
-    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs", min=1)] = None,
-    limit_train: Annotated[int | None, typer.Option("--limit-train", help="use only N training images", min=1)]
-    = None,
-    limit_test: Annotated[int | None, typer.Option("--limit-test", help="use only N test images", min=1)] = None,
-    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")] = "auto",
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    limit_train: LimitTrainOpt = None,
+    limit_test: LimitTestOpt = None,
+    device: DeviceOpt = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="study folder: study.db and one run directory per "
                                              "trial (default: runs/tune-<spec>-<space>)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="check the spec, recipe and space; train nothing")]
     = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or per-epoch rows")] = False,
+    quiet: QuietOpt = False,
     allow_import: AllowImportOpt = False,
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,

@@ -29,6 +29,7 @@ METAVARS = {
     "--lr": "LR", "--log-every": "SECONDS", "--title": "TEXT",
     "--epochs": "N", "--batch-size": "N", "--limit-train": "N", "--limit-test": "N", "--seed": "N", "--threads": "N",
     "--workers": "N", "--devices": "N", "--depth": "N", "--steps-per-epoch": "N",
+    "--log": "NAME", "--mlflow-uri": "URI", "--dpi": "N", "--start": "LR", "--end": "LR", "--steps": "N",
     "--space": "FILE", "--trials": "N", "--sampler": "NAME", "--pruner": "NAME", "--parallel": "N",
     "--executor": "NAME", "--address": "ADDRESS", "--cpus-per-trial": "N", "--gpus-per-trial": "N",
 }

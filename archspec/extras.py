@@ -1,8 +1,8 @@
 """Optional dependencies: import one, or say in one line which `pip install archspec[...]` brings it.
 
-`archspec tune` needs Optuna and `--executor ray` needs Ray. Neither is needed to specify, count,
-train or compare models, so they are extras (`archspec[tune]`, `archspec[ray]`) rather than
-dependencies; a user who asks for them without having them gets an ArchspecError (exit code 2)
+`archspec tune` needs Optuna, `--executor ray` needs Ray and `train --log mlflow` the MLflow client.
+None is needed to specify, count, train or compare models, so they are extras (`archspec[tune]`,
+`archspec[ray]`, `archspec[mlflow]`) rather than dependencies; a user who asks for them without having them gets an ArchspecError (exit code 2)
 that names the extra, not an ImportError traceback.
 """
 
@@ -14,7 +14,7 @@ from types import ModuleType
 from archspec.errors import ArchspecError
 
 # module -> the extra of pyproject.toml that installs it
-EXTRAS = {"optuna": "tune", "ray": "ray"}
+EXTRAS = {"optuna": "tune", "ray": "ray", "mlflow": "mlflow"}
 
 
 def require(module: str, *, feature: str) -> ModuleType:

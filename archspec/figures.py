@@ -1,9 +1,9 @@
 """Every figure archspec draws, and the one way figures are written.
 
 One module so that a run's own curves (train), the overlay of several runs (compare --plot, report),
-the sweep's loss band (sweep --band), the report's per-run panels and a recipe's learning-rate curve
-(recipes plot) look alike and are written alike: the same panels, colours, axis conventions and
-file handling.
+the sweep's loss band (sweep --band), the report's per-run panels, a recipe's learning-rate curve
+(recipes plot) and the learning-rate range test (lr-find) look alike and are written alike: the
+same panels, colours, axis conventions and file handling.
 
 It sits at the package root because every layer above the recipes draws with it (`recipes`,
 `train`, `experiments`) and it depends on none of them: its inputs are plain data - metrics rows as
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archspec.atomic_write import atomic_write_bytes
 from archspec.errors import ArchspecError
-from archspec.io import atomic_write_bytes
 
 FORMATS = ("png", "svg", "pdf")
 DEFAULT_DPI = 110
@@ -257,6 +257,34 @@ def lr_figure(lrs: Sequence[float], steps_per_epoch_: int, *, title: str = "lear
     lr_panel(ax, Curves(label="", steps=steps))
     _style(ax, title=title, ylabel="learning rate")
     ax.set_ylim(bottom=0)  # a rate's size reads from zero (a constant rate is not a zoomed-in line)
+    ax.title.set_fontsize(10)
+    return fig
+
+
+def lr_find_figure(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float], *,
+                   suggested: float | None = None, min_lr: float | None = None, title: str = "lr range test"):
+    """The learning-rate range test (archspec.train.lr_find): each step's loss against its learning
+    rate on a log axis, faint, under the smoothed loss; the suggested rate (steepest descent) as a
+    point on the curve, and a tenth of the rate at the minimum as a dashed line. The y range runs
+    from 0 to half again the highest smoothed loss before its minimum, so the diverging last steps
+    (up to several times that) do not flatten the descent, which is the part that matters."""
+    fig, (ax,) = _figure(1, width_per_panel=7.0, height=4.2)
+    ax.plot(lrs, losses, color="C0", alpha=0.25, linewidth=0.8, label="loss per step")
+    ax.plot(lrs, smoothed, color="C0", linewidth=1.6, label="smoothed")
+    if suggested is not None:
+        at = min(range(len(lrs)), key=lambda i: abs(math.log(lrs[i] / suggested)))
+        ax.plot([suggested], [smoothed[at]], "o", color="C3", markersize=7,
+                label=f"suggested {suggested:.2g} (steepest descent)")
+    if min_lr is not None:
+        ax.axvline(min_lr / 10, color="C2", linestyle="--", linewidth=1, label=f"minimum / 10: {min_lr / 10:.2g}")
+    ax.set_xscale("log")
+    ax.set(title=title, xlabel="learning rate (log scale)", ylabel="training loss")
+    ax.grid(True, alpha=0.3)
+    if smoothed:
+        lowest = min(range(len(smoothed)), key=smoothed.__getitem__)
+        top = max(smoothed[: lowest + 1])  # the descent; the diverging tail may run off the top
+        ax.set_ylim(0, 1.5 * top if top > 0 else 1.0)
+    _legend(ax)
     ax.title.set_fontsize(10)
     return fig
 

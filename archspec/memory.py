@@ -109,10 +109,12 @@ def resolve_precision(precision: str, device: str) -> str:
     return key
 
 
-def tensor_bytes(items: tuple[Held, ...], batch: int, act: int) -> int:
-    """Bytes of `items` at `batch`, "act" ones taking `act` bytes per element."""
-    return sum(h.numel * (batch if h.per_sample else 1) * (act if h.dtype == "act" else ITEMSIZE[h.dtype])
-               for h in items)
+def tensor_bytes(items: tuple[Held, ...], batch: int, act: int, lowp: int | None = None,
+                 inp: int | None = None) -> int:
+    """Bytes of `items` at `batch`: "act" ones take `act` bytes per element, "input" ones the
+    input's `inp`, "lowp" ones autocast's `lowp` (the input's without autocast)."""
+    size = {"act": act, "input": inp or act, "lowp": lowp or inp or act}
+    return sum(h.numel * (batch if h.per_sample else 1) * (size.get(h.dtype) or ITEMSIZE[h.dtype]) for h in items)
 
 
 def compute_itemsize(saved: Saved, itemsize: int, lowp: int | None) -> int:
@@ -120,14 +122,29 @@ def compute_itemsize(saved: Saved, itemsize: int, lowp: int | None) -> int:
     None without autocast): autocast runs "lowp" layers in 16 bits and "fp32" ones in 32."""
     if lowp and saved.compute == "lowp":
         return lowp
+    if saved.compute == "promote":
+        return max(itemsize, 4)
     return 4 if lowp and saved.compute == "fp32" else itemsize
 
 
-def own_bytes(saved: Saved, batch: int, act: int, lowp: int | None, input_grad: bool = True) -> int:
+def input_copy_itemsize(saved: Saved, itemsize: int, lowp: int | None) -> int | None:
+    """Bytes per element of the copy autocast makes of a kept input it casts (a 32-bit input to a
+    16-bit conv, a 16-bit input to an fp32 layer_norm on CUDA), or None when the input itself is kept."""
+    if not saved.input or not lowp:
+        return None
+    if saved.compute == "lowp" and itemsize != lowp:
+        return lowp
+    if saved.compute == "fp32" and itemsize != 4:
+        return 4
+    return None
+
+
+def own_bytes(saved: Saved, batch: int, act: int, lowp: int | None, input_grad: bool = True,
+              inp: int | None = None) -> int:
     """Bytes a layer keeps besides its input and output: its `held` tensors and, under autocast
     (`lowp`: 2 bytes), the 16-bit copies of its weights it keeps."""
     cast = saved.cast + (saved.cast_if_grad if input_grad else 0)
-    return tensor_bytes(saved.held, batch, act) + (cast * lowp if lowp else 0)
+    return tensor_bytes(saved.held, batch, act, lowp, inp) + (cast * lowp if lowp else 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,6 +159,7 @@ class _Tensor:
     keepers: int = 0  # operations that keep it for backward
     readers: int = 0  # operations that still read it in the forward
     pinned: bool = False  # the batch and the model's output: alive the whole step
+    base: _Tensor | None = None  # a view's tensor: whose storage it reads and keeps alive
 
 
 @dataclass(eq=False)
@@ -177,17 +195,21 @@ class _Forward:
         """Record one operation reading `reads` (its input `x` among them) and return its output.
         Its own tensors of dtype "act" take `act` bytes per element."""
         trains = x.grad or grads > 0 or any(t.grad for t in reads)
+        reads = [t.base or t for t in reads]  # reading (or keeping) a view is reading its tensor
         out = self.tensor(out_numel, out_itemsize, trains)
         keeps: list[_Tensor] = []
         held = cached = 0
         if trains:  # without a graph nothing is kept
-            if saved.input and self.lowp and saved.compute == "lowp" and x.itemsize != self.lowp:
-                held += x.nbytes // x.itemsize * self.lowp  # autocast keeps a 16-bit copy of a 32-bit input
+            copy = input_copy_itemsize(saved, x.itemsize, self.lowp)
+            if copy:
+                held += x.nbytes // x.itemsize * copy  # autocast keeps its cast copy of the input
             elif saved.input:
-                keeps.append(x)
+                keeps.append(x.base or x)
             if saved.output:
                 keeps.append(out)
-            held += own_bytes(saved, self.batch, act, self.lowp, x.grad)
+            if saved.groups:
+                keeps.extend(reads[:-1])  # a composite's group outputs (its last read is its input)
+            held += own_bytes(saved, self.batch, act, self.lowp, x.grad, x.itemsize)
             cached = saved.cast_if_grad * self.lowp if self.lowp and not x.grad else 0
         for t in reads:
             t.readers += 1
@@ -202,6 +224,8 @@ class _Forward:
         saved = node.impl.saved(node.options, node.in_shape, node.out_shape, self.device)
         if saved.alias:
             return x
+        if saved.view:
+            return _Tensor(self.batch * math.prod(node.out_shape) * x.itemsize, x.itemsize, x.grad, base=x.base or x)
         itemsize = compute_itemsize(saved, x.itemsize, self.lowp)
         return self.add(visit, saved, x, [x], math.prod(node.out_shape), itemsize, itemsize,
                         self.trainable(visit.path))
@@ -214,7 +238,8 @@ class _Forward:
         places = impl.child_paths(len(node.children))
         own = self.trainable(visit.path) - sum(self.trainable(f"{visit.path}.{p}" if p else visit.path)
                                                for p in places)
-        paths = max(t.itemsize for t in outs)  # adding or stacking promotes to the widest dtype
+        # adding or stacking promotes to the widest dtype (the input's too where it is added back)
+        paths = max(t.itemsize for t in [*outs, *([x] if saved.merges_input else [])])
         act = compute_itemsize(saved, paths, self.lowp) if saved.compute == "lowp" else paths
         itemsize = compute_itemsize(saved, paths, self.lowp) if saved.compute == "fp32" else paths
         # the merge reads every group's output and the input (a shortcut, a gate)
@@ -355,5 +380,6 @@ def layer_bytes(estimate: MemoryEstimate, path: str) -> int:
     return sum(b for p, b in estimate.layers.items() if p == path or p.startswith(path + "."))
 
 
-__all__ = ["OptimizerMemory", "Setup", "MemoryEstimate", "compute_itemsize", "estimate_memory", "layer_bytes", "own_bytes",
+__all__ = ["OptimizerMemory", "Setup", "MemoryEstimate", "compute_itemsize", "estimate_memory", "input_copy_itemsize",
+           "layer_bytes", "own_bytes",
            "resolve_precision", "tensor_bytes"]

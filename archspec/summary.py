@@ -3,7 +3,9 @@ training-memory estimate (archspec/memory.py) when asked for, and the table `arc
 prints from them.
 
 Counts come from the real modules (`numel` of each parameter of a meta-device build), so they are
-exactly what `sum(p.numel() for p in model.parameters())` gives; MACs per sample are analytic.
+exactly what `sum(p.numel() for p in model.parameters())` gives. MACs per sample are analytic,
+except for attention and imported `module:` layers, which torch's FlopCounterMode counts on the
+meta device; a layer it cannot count is None ("unknown"), and so is every total that includes it.
 The table fits the console without cutting a value (archspec/tables.py): on a narrow terminal
 the index, input, MACs and kernel columns go first (the kernel then follows the kind), then the
 layer name and its kind share a column.
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from archspec.layers import fmt_shape
 from archspec.memory import MemoryEstimate, Setup, estimate_memory, layer_bytes
-from archspec.spec.tree import Node, Spec, Visit, fold, walk
+from archspec.spec.tree import Spec, Visit, fold, walk
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,7 +35,7 @@ class Row:
     output_shape: list[int]
     params: int
     trainable: int
-    macs: int
+    macs: int | None
     saved_bytes: int | None = None  # kept for backward at the estimate's batch size (None: no estimate)
 
 
@@ -44,7 +46,7 @@ class Summary:
     output_shape: list[int]
     total_params: int
     trainable_params: int
-    macs: int
+    macs: int | None
     fp32_bytes: int
     layers: list[Row] = field(default_factory=list)
     memory: MemoryEstimate | None = None
@@ -61,19 +63,31 @@ class Summary:
         return d
 
 
-def _macs(visit: Visit, children: list[list[int]]) -> int:
+def _total(parts: list[int | None]) -> int | None:
+    return None if None in parts else sum(parts)
+
+
+def _macs(visit: Visit, children: list[list[int | None]]) -> int | None:
     node, impl = visit.node, visit.node.impl
     if impl.composite:
-        return sum(map(sum, children)) + impl.extra_macs(node.options, node.in_shape, node.out_shape)
+        inner = [m for group in children for m in group]
+        return _total([*inner, impl.extra_macs(node.options, node.in_shape, node.out_shape)])
     return impl.macs(node.options, node.in_shape, node.out_shape)
 
 
-def node_macs(node: Node) -> int:
-    """Multiply-accumulates per sample of `node`, nested layers included."""
-    return fold([node], _macs)[0]
+def _all_macs(spec: Spec) -> dict[int, int | None]:
+    """id(node) -> its MACs, every node counted once (counted MACs run torch's FlopCounterMode)."""
+    found: dict[int, int | None] = {}
+
+    def keep(visit: Visit, children: list[list[int | None]]) -> int | None:
+        found[id(visit.node)] = _macs(visit, children)
+        return found[id(visit.node)]
+
+    fold(spec.layers, keep)
+    return found
 
 
-def _row(visit: Visit, modules: dict, memory: MemoryEstimate | None) -> Row:
+def _row(visit: Visit, modules: dict, macs: dict[int, int | None], memory: MemoryEstimate | None) -> Row:
     node = visit.node
     params = list(modules[visit.path].parameters())
     return Row(
@@ -86,7 +100,7 @@ def _row(visit: Visit, modules: dict, memory: MemoryEstimate | None) -> Row:
         output_shape=list(node.out_shape),
         params=sum(p.numel() for p in params),
         trainable=sum(p.numel() for p in params if p.requires_grad),
-        macs=node_macs(node),
+        macs=macs[id(node)],
         saved_bytes=None if memory is None else layer_bytes(memory, visit.path),
     )
 
@@ -102,6 +116,7 @@ def summarize(spec: Spec, model=None, memory: Setup | None = None) -> Summary:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     nbytes = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * 4 for b in model.buffers())
+    macs = _all_macs(spec)
     estimate = None if memory is None else estimate_memory(spec, model, memory)
     return Summary(
         name=spec.name,
@@ -109,15 +124,17 @@ def summarize(spec: Spec, model=None, memory: Setup | None = None) -> Summary:
         output_shape=list(spec.output_shape),
         total_params=total,
         trainable_params=trainable,
-        macs=sum(fold(spec.layers, _macs)),
+        macs=_total([macs[id(n)] for n in spec.layers]),
         fp32_bytes=nbytes,
-        layers=[_row(visit, modules, estimate) for visit in walk(spec.layers)],
+        layers=[_row(visit, modules, macs, estimate) for visit in walk(spec.layers)],
         memory=estimate,
     )
 
 
-def human(n: int) -> str:
-    """7281802 -> '7.28M'."""
+def human(n: int | None) -> str:
+    """7281802 -> '7.28M'; None (not countable) -> 'unknown'."""
+    if n is None:
+        return "unknown"
     for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= div:
             return f"{n / div:.2f}{unit}"
@@ -145,7 +162,7 @@ def _count_layouts(summary: Summary, depth: int | None) -> list:
     shape_in = Column("input", [fmt_shape(tuple(row.input_shape)) for row in rows], justify="right")
     output = Column("output", [fmt_shape(tuple(row.output_shape)) for row in rows], justify="right")
     params_column = Column("params", params, justify="right", wrap=True)
-    macs = Column("MACs", [human(row.macs) if row.macs else "" for row in rows], justify="right")
+    macs = Column("MACs", ["" if row.macs == 0 else human(row.macs) for row in rows], justify="right")
     both = Column("layer / kind", [f"{name}\n{'  ' * row.depth}  {k}" for name, row, k in zip(names, rows, kinds,
                                                                                              strict=True)],
                   wrap=True)

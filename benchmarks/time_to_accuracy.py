@@ -75,9 +75,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import archspec  # noqa: E402
+from archspec.atomic_write import atomic_torch_save, atomic_write_json  # noqa: E402
 from archspec.data.datasets import load_dataset  # noqa: E402
 from archspec.data.loader import _limited  # noqa: E402  (the exact subset archspec trains on)
-from archspec.io import atomic_torch_save, atomic_write_json  # noqa: E402
 from archspec.recipes import load_recipe  # noqa: E402
 from archspec.train import loop  # noqa: E402
 from archspec.train.device import resolve_device  # noqa: E402

@@ -19,28 +19,13 @@ from archspec.errors import ArchspecError
 from archspec.experiments.compare import compare, flatten, to_csv, to_json, to_markdown
 from archspec.experiments.runs import find_runs, load_run
 
-TINY_SPEC = """
-name: tiny
-dataset: synthetic
-input: [3, 8, 8]
-classes: 4
-layers:
-  - conv: {out: 4, kernel: 3, padding: 1}
-  - bn
-  - relu
-  - pool: 2
-  - flatten
-  - dropout: 0.2
-  - linear: classes
-"""
+from .conftest import tiny_recipe_text, tiny_spec_text
 
-TINY_RECIPE = """
-name: tinyrecipe
-epochs: 1
-batch_size: 16
-optimizer: {name: adam, lr: 0.01}
-seed: 3
-"""
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
+# BatchNorm and dropout: compare/report/export read back a model whose eval mode differs from its train mode.
+TINY_SPEC = tiny_spec_text(bn=True, dropout=0.2)
+TINY_RECIPE = tiny_recipe_text(epochs=1)
 
 
 def train_tiny(tmp_path: Path, run_dir: Path, *, overrides=(), spec_text: str = TINY_SPEC, **kwargs):

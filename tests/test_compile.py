@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +19,10 @@ from archspec.errors import ArchspecError
 from archspec.recipes import load_recipe
 from archspec.train.loop import train
 from archspec.train.torch_compile import CompileClock, resolve_compile
+
+from .conftest import write_file
+
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
 
 SPEC = """
 name: tinybn
@@ -47,12 +49,6 @@ seed: 5
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-def _file(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
 @pytest.mark.parametrize(("value", "device", "expected"), [
     ("auto", CPU, None), ("auto", CUDA, "default"), (None, CUDA, "default"),
     (False, CUDA, None), (True, CPU, "default"), ("default", CPU, "default"),
@@ -70,7 +66,7 @@ def test_reduce_overhead_needs_cuda_and_unknown_values_are_refused():
 
 
 def test_recipe_compile_key_validates_and_round_trips(tmp_path):
-    path = _file(tmp_path, "r.yaml", RECIPE + "compile: false\n")
+    path = write_file(tmp_path, "r.yaml", RECIPE + "compile: false\n")
     recipe = load_recipe(str(path))
     assert recipe.compile is False and recipe.to_dict()["compile"] is False
     assert load_recipe(str(path), overrides=["compile=reduce-overhead"]).compile == "reduce-overhead"
@@ -100,10 +96,10 @@ def test_compile_clock_times_each_new_batch_shape_once():
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                     reason="torch.compile on CPU needs a C compiler")
 def test_compiled_run_matches_eager_and_reports_compile_time_apart(tmp_path):
-    spec = archspec.load_spec(_file(tmp_path, "s.yaml", SPEC))
+    spec = archspec.load_spec(write_file(tmp_path, "s.yaml", SPEC))
     results = {}
     for value in ("false", "true"):
-        recipe = load_recipe(str(_file(tmp_path, "r.yaml", RECIPE)), overrides=[f"compile={value}"])
+        recipe = load_recipe(str(write_file(tmp_path, "r.yaml", RECIPE)), overrides=[f"compile={value}"])
         out = io.StringIO()
         results[value] = (train(spec, recipe, device="cpu", runs_root=tmp_path / value, limit_train=200,
                                 limit_test=64, console=Console(file=out, width=120)), out.getvalue())
@@ -142,8 +138,8 @@ def test_a_compile_failure_is_a_one_line_error_with_the_eager_hint(tmp_path, mon
             raise InternalTorchDynamoError("cannot trace this\nlong dynamo trace ...")
 
     monkeypatch.setattr(setup_mod, "compile_model", lambda model, mode: Failing(model))
-    spec = archspec.load_spec(_file(tmp_path, "s.yaml", SPEC))
-    recipe = load_recipe(str(_file(tmp_path, "r.yaml", RECIPE)), overrides=["compile=true"])
+    spec = archspec.load_spec(write_file(tmp_path, "s.yaml", SPEC))
+    recipe = load_recipe(str(write_file(tmp_path, "r.yaml", RECIPE)), overrides=["compile=true"])
     with pytest.raises(ArchspecError) as err:
         train(spec, recipe, device="cpu", runs_root=tmp_path / "runs", limit_train=64, limit_test=32,
               console=Console(file=io.StringIO()))

@@ -20,6 +20,10 @@ from archspec.recipes import load_recipe
 from archspec.train.checkpoint import load_checkpoint
 from archspec.train.loop import train
 
+from .conftest import tiny_spec_text
+
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 SHAPE = (3, 16, 16)
 
 
@@ -93,18 +97,7 @@ def test_sharded_device_path_covers_the_training_set_once():
     assert torch.equal(torch.sort(torch.cat(labels)).values, torch.sort(whole).values)
 
 
-TINY = """
-name: tiny
-dataset: synthetic
-input: [3, 16, 16]
-classes: 4
-layers:
-  - conv: {out: 4, kernel: 3, padding: 1}
-  - relu
-  - pool: 4
-  - flatten
-  - linear: classes
-"""
+TINY = tiny_spec_text(size=16, pool=4)
 
 
 def test_training_on_the_device_path_runs_and_resumes_exactly(tmp_path, monkeypatch):

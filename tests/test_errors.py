@@ -55,8 +55,8 @@ CASES = [
     ("identity shortcut mismatch", HEAD + "  - residual: {shortcut: identity, layers: [conv: 8]}\n"
      "  - flatten\n  - linear: classes\n", "3:15", "identity shortcut"),
     ("no input", "layers: [flatten, linear: 3]\n", "1:1", "no input shape"),
-    ("bad repeat", HEAD + "  - repeat: {times: 0, layers: [relu]}\n  - flatten\n  - linear: classes\n", "3:21",
-     "positive integer"),
+    ("bad repeat", HEAD + "  - repeat: {times: -1, layers: [relu]}\n  - flatten\n  - linear: classes\n", "3:21",
+     "whole number >= 0"),
     ("groups do not divide", HEAD + "  - conv: {out: 8, groups: 2}\n  - flatten\n  - linear: classes\n", "3:11",
      "groups=2"),
     ("kernel too big", "input: [1, 4, 4]\nclasses: 2\nlayers:\n  - conv: {out: 2, kernel: 7, padding: 0}\n"

@@ -8,18 +8,15 @@ worker process imports torch once.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from rich.console import Console
 
 from archspec.errors import ArchspecError
 from archspec.experiments import sweep as sw
@@ -27,31 +24,16 @@ from archspec.experiments.executors import LocalExecutor, RayExecutor, make_exec
 from archspec.experiments.folder_lock import check_visible, lock_folder
 from archspec.experiments.runs import load_run
 
-from .conftest import ROOT
+from .conftest import ROOT, TINY_MNIST_SPEC, quiet_console, write_file
 
-SPEC = """
-name: tinymnist
-dataset: mnist-mini
-vars: {width: 8}
-layers:
-  - conv: {out: width, kernel: 3, padding: 1}
-  - relu
-  - pool: 4
-  - flatten
-  - linear: classes
-"""
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 LIMITS = {"limit_train": 1000, "limit_test": 300}
-
-
-def quiet_console() -> Console:
-    return Console(file=io.StringIO(), width=200)
 
 
 @pytest.fixture
 def spec_file(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(textwrap.dedent(SPEC).lstrip())
-    return path
+    return write_file(tmp_path, "tiny.yaml", TINY_MNIST_SPEC)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +117,7 @@ def test_killed_ray_worker_is_retried_from_its_checkpoint(ray_instance, spec_fil
     killer = threading.Thread(target=kill_after_epoch_2)
     killer.start()
     executor = RayExecutor(cpus_per_trial=1, max_retries=2)
-    console = Console(file=io.StringIO(), width=200)
+    console = quiet_console()
     result = sw.run(cells, out, device="cpu", console=console, quiet=True, executor=executor, **LIMITS)
     killer.join()
     assert killed, "the worker was never seen mid-cell"
@@ -163,7 +145,7 @@ def test_tune_runs_trials_as_ray_tasks_with_one_study_keeper(ray_instance, spec_
                      "sampler: {name: random, seed: 1}\npruner: {name: median, startup_trials: 1}\n")
     study = tn.plan(spec_file, "quick", space, trials=4, out=tmp_path / "study")
     executor = RayExecutor(cpus_per_trial=1)
-    console = Console(file=io.StringIO(), width=200)
+    console = quiet_console()
     result = tn.run(study, executor=executor, options=sw.TrainOptions(device="cpu", quiet=True, **LIMITS),
                     console=console)
     assert executor.slots() == 2

@@ -17,7 +17,8 @@ from .test_compare import TINY_SPEC, train_tiny
 
 HAS_ONNX = importlib.util.find_spec("onnx") is not None
 # torch.jit is deprecated in favour of torch.export; TorchScript files are still what users load.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"),
+              pytest.mark.usefixtures("no_run_plots")]  # no test here looks at a run's figures
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import archspec
 from archspec.errors import ArchspecError
 from archspec.recipes import load_recipe
 
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

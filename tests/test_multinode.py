@@ -59,7 +59,9 @@ def test_two_nodes_with_c10d_rendezvous_write_one_run_dir(tmp_path):
     # One run directory, written by global rank 0 alone (whichever node the rendezvous made rank 0).
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tiny.yaml"]
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == sorted(
+    events = [p.name for p in run.glob("events.out.tfevents.*")]
+    assert len(events) == 1  # TensorBoard: global rank 0's only
+    assert sorted(p.name for p in run.iterdir() if p.name not in events) == sorted(
         ["best.pt", "curves.png", "last.pt", "lr.png", "metrics.csv", "metrics.jsonl", "recipe.yaml", "spec.yaml",
          "steps.csv", "summary.json"])
     joined = "\n".join(outputs)

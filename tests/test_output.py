@@ -27,6 +27,8 @@ from archspec.terminal import PIPE_WIDTH, AutoWidthConsole
 from .conftest import ROOT
 from .test_compare import SPEC, TINY_RECIPE, TINY_SPEC, metrics_rows, recipe_dict, summary, write_run
 
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 WIDTHS = (60, 80)
 
 

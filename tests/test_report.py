@@ -21,6 +21,8 @@ from archspec.experiments.runs import find_runs
 
 from .test_compare import SPEC, metrics_rows, recipe_dict, summary, train_tiny, write_run
 
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 
 class Page(HTMLParser):
     """Collects every tag, its attributes and the visible text."""

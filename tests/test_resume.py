@@ -8,12 +8,10 @@ have to come back) and compares metrics and weights bit for bit.
 from __future__ import annotations
 
 import io
-import os
 import random
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -28,20 +26,11 @@ from archspec.recipes import load_recipe
 from archspec.train.loop import train
 from archspec.train.rundir import read_metrics_csv
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import SLOW_SPEC, child_env, tiny_spec_text, without_timing, write_file
 
-DROPOUT_SPEC = """
-name: drop
-dataset: synthetic
-input: [3, 8, 8]
-classes: 4
-layers:
-  - conv: {out: 4, kernel: 3, padding: 1}
-  - relu
-  - dropout: 0.3
-  - flatten
-  - linear: classes
-"""
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
+DROPOUT_SPEC = tiny_spec_text("drop", pool=None, dropout=0.3)  # dropout: its RNG state must resume too
 
 RESUME_RECIPE = """
 name: resumable
@@ -54,22 +43,6 @@ workers: 0
 seed: 11
 """
 
-# A slower run for the subprocess tests: each epoch takes a noticeable fraction of a second.
-SLOW_SPEC = """
-name: slow
-dataset: synthetic
-input: [3, 16, 16]
-classes: 4
-layers:
-  - conv: {out: 16, kernel: 3, padding: 1}
-  - relu
-  - conv: {out: 16, kernel: 3, padding: 1}
-  - relu
-  - pool: 2
-  - flatten
-  - linear: classes
-"""
-
 SLOW_RECIPE = """
 name: slowrecipe
 epochs: {epochs}
@@ -77,15 +50,6 @@ batch_size: 32
 optimizer: {{name: sgd, lr: 0.002}}
 seed: 5
 """
-
-TIMING = ("epoch_seconds", "images_per_second")
-
-
-def _file(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
 
 def _train(spec_path: Path, recipe_path: Path, **kwargs):
     spec = archspec.load_spec(spec_path)
@@ -95,13 +59,9 @@ def _train(spec_path: Path, recipe_path: Path, **kwargs):
     return train(spec, recipe, device="cpu", console=Console(file=io.StringIO()), **kwargs)
 
 
-def _without_timing(rows):
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-
-
 def test_resume_ends_exactly_where_an_uninterrupted_run_does(tmp_path):
-    spec = _file(tmp_path, "drop.yaml", DROPOUT_SPEC)
-    recipe = _file(tmp_path, "recipe.yaml", RESUME_RECIPE)
+    spec = write_file(tmp_path, "drop.yaml", DROPOUT_SPEC)
+    recipe = write_file(tmp_path, "recipe.yaml", RESUME_RECIPE)
     straight = _train(spec, recipe, run_dir=tmp_path / "straight")
     assert straight.status == "completed"
 
@@ -111,7 +71,7 @@ def test_resume_ends_exactly_where_an_uninterrupted_run_does(tmp_path):
     second = _train(spec, recipe, resume=tmp_path / "pieces")
     assert second.status == "completed" and second.run_dir == tmp_path / "pieces"
 
-    assert _without_timing(second.metrics) == _without_timing(straight.metrics)
+    assert without_timing(second.metrics) == without_timing(straight.metrics)
     assert [r["epoch"] for r in read_metrics_csv(tmp_path / "pieces" / "metrics.csv")] == [1, 2, 3]
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "pieces" / "last.pt", weights_only=True)
@@ -128,31 +88,31 @@ def test_resume_ends_exactly_where_an_uninterrupted_run_does(tmp_path):
 
 
 def test_resume_from_a_finished_run_trains_nothing_more(tmp_path):
-    spec = _file(tmp_path, "drop.yaml", DROPOUT_SPEC)
-    recipe = _file(tmp_path, "recipe.yaml", RESUME_RECIPE.replace("epochs: 3", "epochs: 1"))
+    spec = write_file(tmp_path, "drop.yaml", DROPOUT_SPEC)
+    recipe = write_file(tmp_path, "recipe.yaml", RESUME_RECIPE.replace("epochs: 3", "epochs: 1"))
     done = _train(spec, recipe, run_dir=tmp_path / "run")
     again = _train(spec, recipe, resume=tmp_path / "run")
     assert again.status == "completed" and again.epochs_completed == 1
-    assert _without_timing(again.metrics) == _without_timing(done.metrics)
+    assert without_timing(again.metrics) == without_timing(done.metrics)
 
 
 def test_resume_refuses_a_checkpoint_from_another_spec(tmp_path):
-    spec = _file(tmp_path, "drop.yaml", DROPOUT_SPEC)
-    recipe = _file(tmp_path, "recipe.yaml", RESUME_RECIPE)
+    spec = write_file(tmp_path, "drop.yaml", DROPOUT_SPEC)
+    recipe = write_file(tmp_path, "recipe.yaml", RESUME_RECIPE)
     _train(spec, recipe, run_dir=tmp_path / "run", stop_after_epoch=1)
 
-    wider = _file(tmp_path, "wider.yaml", DROPOUT_SPEC.replace("out: 4,", "out: 8,").replace("drop", "wider", 1))
+    wider = write_file(tmp_path, "wider.yaml", DROPOUT_SPEC.replace("out: 4,", "out: 8,").replace("drop", "wider", 1))
     with pytest.raises(ArchspecError) as info:
         _train(wider, recipe, resume=tmp_path / "run")
     text = str(info.value)
     assert 'from spec "drop"' in text and 'layer "conv1.weight" is [4, 3, 3, 3] in the checkpoint' in text
     assert "[8, 3, 3, 3] in the spec" in text and "state_dict" not in text
 
-    renamed = _file(tmp_path, "renamed.yaml", DROPOUT_SPEC.replace("name: drop", "name: other"))
+    renamed = write_file(tmp_path, "renamed.yaml", DROPOUT_SPEC.replace("name: drop", "name: other"))
     with pytest.raises(ArchspecError, match='checkpoint is from spec "drop", not "other"'):
         _train(renamed, recipe, resume=tmp_path / "run")
 
-    edited = _file(tmp_path, "edited.yaml", DROPOUT_SPEC.replace("dropout: 0.3", "dropout: 0.5"))
+    edited = write_file(tmp_path, "edited.yaml", DROPOUT_SPEC.replace("dropout: 0.3", "dropout: 0.5"))
     with pytest.raises(ArchspecError, match="has changed since this checkpoint was written"):
         _train(edited, recipe, resume=tmp_path / "run")
 
@@ -161,7 +121,7 @@ def test_resume_refuses_a_checkpoint_from_another_spec(tmp_path):
 
     # The optimizer/schedule state comes from the checkpoint, so a recipe that changes them is refused
     # (an Adam state loaded into SGD would otherwise fail with a KeyError deep inside torch).
-    sgd = _file(tmp_path, "sgd.yaml", RESUME_RECIPE.replace("{name: adam, lr: 0.01}", "{name: sgd, lr: 0.1}"))
+    sgd = write_file(tmp_path, "sgd.yaml", RESUME_RECIPE.replace("{name: adam, lr: 0.01}", "{name: sgd, lr: 0.1}"))
     with pytest.raises(ArchspecError, match="cannot resume with a different optimizer") as info:
         _train(spec, sgd, resume=tmp_path / "run")
     assert "'adam'" in str(info.value) and "'sgd'" in str(info.value)
@@ -176,11 +136,7 @@ def _cmd(spec: Path, *args) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
+    return child_env(PYTHONUNBUFFERED="1")
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -205,8 +161,8 @@ def _epochs_written(run: Path) -> int:
 @pytest.mark.slow  # real `python -m archspec` processes: each start imports torch
 def test_ctrl_c_saves_and_the_run_resumes_without_gaps(tmp_path, cli):
     epochs = 4
-    spec = _file(tmp_path, "slow.yaml", SLOW_SPEC)
-    recipe = _file(tmp_path, "slow_recipe.yaml", SLOW_RECIPE.format(epochs=epochs))
+    spec = write_file(tmp_path, "slow.yaml", SLOW_SPEC)
+    recipe = write_file(tmp_path, "slow_recipe.yaml", SLOW_RECIPE.format(epochs=epochs))
     run = tmp_path / "run"
     proc = subprocess.Popen(_cmd(spec, "--recipe", recipe, "--run-dir", run, "--limit-train", 384,
                                  "--limit-test", 64), cwd=tmp_path, env=_env(), text=True,
@@ -233,8 +189,8 @@ def test_ctrl_c_saves_and_the_run_resumes_without_gaps(tmp_path, cli):
 @pytest.mark.slow  # real `python -m archspec` processes: each start imports torch
 def test_kill_9_at_random_moments_then_resume_has_each_epoch_once(tmp_path):
     epochs = 12
-    spec = _file(tmp_path, "slow.yaml", SLOW_SPEC)
-    recipe = _file(tmp_path, "slow_recipe.yaml", SLOW_RECIPE.format(epochs=epochs))
+    spec = write_file(tmp_path, "slow.yaml", SLOW_SPEC)
+    recipe = write_file(tmp_path, "slow_recipe.yaml", SLOW_RECIPE.format(epochs=epochs))
     run = tmp_path / "run"
     data = ["--limit-train", 256, "--limit-test", 32]
     rng = random.Random(1234)

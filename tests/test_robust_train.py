@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import zipfile
 from pathlib import Path
@@ -37,31 +36,18 @@ from archspec.train.evaluation import evaluate
 from archspec.train.loop import train
 from archspec.train.rundir import read_metrics_csv
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import SLOW_SPEC, TINY_SPEC, child_env, tiny_recipe_text, without_timing, write_file
 
-TINY_SPEC = """
-name: tiny
-dataset: synthetic
-input: [3, 8, 8]
-classes: 4
-layers:
-  - conv: {out: 4, kernel: 3, padding: 1}
-  - relu
-  - pool: 2
-  - flatten
-  - linear: classes
-"""
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
 
-# Adam 0.01, seed 3, 64 training / 32 test images: the test accuracy improves in epochs 1 and 4
-# (0.75, 0.75, 0.75, 0.906), so best.pt is written twice.
-TINY_RECIPE = """
-name: tinyrecipe
-epochs: 4
-batch_size: 16
-optimizer: {name: adam, lr: 0.01}
-seed: 3
-workers: 0
-"""
+
+def _recipe(epochs: int = 4) -> str:
+    """The tiny recipe (Adam 0.01, seed 3) in the main process's data loader. With 64 training / 32 test
+    images the test accuracy improves in epochs 1 and 4 (0.75, 0.75, 0.75, 0.906): best.pt is written twice."""
+    return tiny_recipe_text(epochs, workers=0)
+
+
+RECIPE = _recipe()
 
 BN_SPEC = """
 name: bn
@@ -81,17 +67,10 @@ layers:
 """
 
 LIMITS = {"limit_train": 64, "limit_test": 32}
-TIMING = ("epoch_seconds", "images_per_second")
 
 
-def _file(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
-def _files(tmp_path: Path, recipe_text: str = TINY_RECIPE, spec_text: str = TINY_SPEC) -> tuple[Path, Path]:
-    return _file(tmp_path, "spec.yaml", spec_text), _file(tmp_path, "recipe.yaml", recipe_text)
+def _files(tmp_path: Path, recipe_text: str = RECIPE, spec_text: str = TINY_SPEC) -> tuple[Path, Path]:
+    return write_file(tmp_path, "spec.yaml", spec_text), write_file(tmp_path, "recipe.yaml", recipe_text)
 
 
 def _train(spec_path: Path, recipe_path: Path, **kwargs):
@@ -105,10 +84,6 @@ def _train(spec_path: Path, recipe_path: Path, **kwargs):
 
 def _epoch(path: Path) -> int:
     return torch.load(path, weights_only=True)["epoch"]
-
-
-def _without_timing(rows):
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
 class _Killed(BaseException):
@@ -156,7 +131,7 @@ def test_a_kill_between_the_checkpoint_writes_keeps_the_best_model(tmp_path, mon
     assert _epoch(run / "best.pt") == 4 == json.loads((run / "summary.json").read_text())["best_epoch"]
     best, reference = (torch.load(d / "best.pt", weights_only=True)["model"] for d in (run, tmp_path / "straight"))
     assert all(torch.equal(best[k], reference[k]) for k in reference)
-    assert _without_timing(resumed.metrics) == _without_timing(straight.metrics)
+    assert without_timing(resumed.metrics) == without_timing(straight.metrics)
 
 
 KILL_9_AT_SECOND_BEST = """
@@ -177,13 +152,6 @@ main()
 """
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
 @pytest.mark.slow  # a real `python -m archspec` process
 def test_kill_9_between_the_checkpoint_writes_then_eval_and_resume(tmp_path, cli):
     """The same instant with a real SIGKILL: the dead process also leaves its lock file behind."""
@@ -191,7 +159,7 @@ def test_kill_9_between_the_checkpoint_writes_then_eval_and_resume(tmp_path, cli
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-c", KILL_9_AT_SECOND_BEST, "train", str(spec), "--recipe", str(recipe),
                            "--run-dir", str(run), "--limit-train", "64", "--limit-test", "32", "--device", "cpu"],
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     assert _epoch(run / "best.pt") == 1 and _epoch(run / "last.pt") == 4 and (run / ".archspec.lock").exists()
 
@@ -223,7 +191,7 @@ def _flip_a_byte_inside_the_weights(path: Path) -> None:
 
 def test_a_checkpoint_with_flipped_bytes_is_refused_naming_the_last_good_one(tmp_path, cli):
     """Was: the damaged last.pt loaded silently and the resumed run trained on garbage."""
-    spec, recipe = _files(tmp_path, TINY_RECIPE.replace("epochs: 4", "epochs: 2"))
+    spec, recipe = _files(tmp_path, _recipe(2))
     run = tmp_path / "run"
     _train(spec, recipe, run_dir=run, stop_after_epoch=1)  # last.pt and best.pt both hold epoch 1
     intact = torch.load(run / "last.pt", weights_only=True)
@@ -251,7 +219,7 @@ def test_a_checkpoint_with_flipped_bytes_is_refused_naming_the_last_good_one(tmp
 
 
 def test_a_truncated_checkpoint_and_one_with_no_alternative(tmp_path):
-    spec, recipe = _files(tmp_path, TINY_RECIPE.replace("epochs: 4", "epochs: 1"))
+    spec, recipe = _files(tmp_path, _recipe(1))
     run = tmp_path / "run"
     _train(spec, recipe, run_dir=run)
     for name in ("last.pt", "best.pt"):
@@ -263,7 +231,7 @@ def test_a_truncated_checkpoint_and_one_with_no_alternative(tmp_path):
 
 def test_load_errors_never_advise_weights_only_false(tmp_path):
     """Was: torch's "Re-running torch.load with weights_only set to False will likely succeed"."""
-    spec = archspec.load_spec(_file(tmp_path, "spec.yaml", TINY_SPEC))
+    spec = archspec.load_spec(write_file(tmp_path, "spec.yaml", TINY_SPEC))
     path = tmp_path / "pickled.pt"
     torch.save({"format": "archspec.checkpoint", "x": SimpleNamespace(a=1)}, path)
     for load in (lambda: evaluate(spec, path, device="cpu"), lambda: checkpoint_mod.ResumePoint.open(path)):
@@ -281,7 +249,7 @@ def test_load_errors_never_advise_weights_only_false(tmp_path):
 def one_epoch_run(tmp_path_factory):
     """A finished 1-epoch run to tamper with, plus its spec file."""
     folder = tmp_path_factory.mktemp("made")
-    spec, recipe = _files(folder, TINY_RECIPE.replace("epochs: 4", "epochs: 1"))
+    spec, recipe = _files(folder, _recipe(1))
     _train(spec, recipe, run_dir=folder / "run")
     return spec, folder / "run"
 
@@ -347,7 +315,7 @@ def test_a_run_directory_in_use_is_refused_and_a_dead_owners_lock_is_taken_over(
     """Was: two `train` processes with the same --run-dir both exited 0, the later overwriting the other."""
     from archspec.train.runlock import LOCK_NAME, RunLock
 
-    spec, recipe = _files(tmp_path, TINY_RECIPE.replace("epochs: 4", "epochs: 1"))
+    spec, recipe = _files(tmp_path, _recipe(1))
     run = tmp_path / "run"
     run.mkdir()
     with RunLock(run):  # another owner (a second descriptor: flock locks conflict)
@@ -368,30 +336,14 @@ def test_a_run_directory_in_use_is_refused_and_a_dead_owners_lock_is_taken_over(
         assert resumed.exit_code == 2 and "in use by process" in resumed.output
 
 
-SLOW_SPEC = """
-name: slow
-dataset: synthetic
-input: [3, 16, 16]
-classes: 4
-layers:
-  - conv: {out: 16, kernel: 3, padding: 1}
-  - relu
-  - conv: {out: 16, kernel: 3, padding: 1}
-  - relu
-  - pool: 2
-  - flatten
-  - linear: classes
-"""
-
-
 @pytest.mark.slow  # a real second `python -m archspec` process
 def test_two_real_processes_on_one_run_directory(tmp_path, cli):
-    spec = _file(tmp_path, "slow.yaml", SLOW_SPEC)
-    recipe = _file(tmp_path, "r.yaml", "name: r\nepochs: 40\nbatch_size: 32\noptimizer: {name: sgd, lr: 0.002}\n")
+    spec = write_file(tmp_path, "slow.yaml", SLOW_SPEC)
+    recipe = write_file(tmp_path, "r.yaml", "name: r\nepochs: 40\nbatch_size: 32\noptimizer: {name: sgd, lr: 0.002}\n")
     run = tmp_path / "run"
     owner = subprocess.Popen([sys.executable, "-m", "archspec", "train", str(spec), "--recipe", str(recipe),
                               "--run-dir", str(run), "--limit-train", "384", "--limit-test", "64", "--device", "cpu"],
-                             cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "metrics.csv").exists() or len((run / "metrics.csv").read_text().splitlines()) < 2:
         assert owner.poll() is None and time.monotonic() < deadline, "the first run did not get going"
@@ -412,7 +364,7 @@ def test_two_real_processes_on_one_run_directory(tmp_path, cli):
 
 def test_resuming_with_another_limit_train_is_refused(tmp_path):
     """Was: accepted silently, and steps.csv's epoch column was rewritten with the new steps per epoch."""
-    spec, recipe = _files(tmp_path, TINY_RECIPE.replace("epochs: 4", "epochs: 2"))
+    spec, recipe = _files(tmp_path, _recipe(2))
     run = tmp_path / "run"
     _train(spec, recipe, run_dir=run, stop_after_epoch=1, limit_train=48)
     steps_before = (run / "steps.csv").read_text()
@@ -517,7 +469,7 @@ def test_a_run_stuck_at_chance_without_a_loss_spike_is_warned_about_not_stopped(
 
 def _disk_full_on(monkeypatch, name: str, nth: int) -> None:
     """The `nth` write of checkpoint `name` fails inside the real atomic writer with ENOSPC (at fsync)."""
-    import archspec.io as io_module
+    import archspec.atomic_write as io_module
 
     real, seen = io_module.atomic_write_bytes, []
 
@@ -554,7 +506,7 @@ def test_a_full_disk_mid_run_interrupts_it_resumably(tmp_path, monkeypatch, cli)
 
     resumed, _ = _train(spec, recipe, resume=run)  # space freed
     assert resumed.status == "completed"
-    assert _without_timing(resumed.metrics) == _without_timing(straight.metrics)
+    assert without_timing(resumed.metrics) == without_timing(straight.metrics)
 
 
 def test_a_full_disk_or_a_failure_at_start_leaves_no_run_directory(tmp_path, monkeypatch, cli):
@@ -630,7 +582,7 @@ def test_ctrl_c_while_python_imports_archspec_is_one_line(monkeypatch, capsys):
 
     light = subprocess.run([sys.executable, "-c", "import sys, archspec; print(sorted(m for m in sys.modules "
                             "if m.split('.')[0] in ('yaml', 'jsonschema', 'torch', 'typer')))"],
-                           env=_env(), capture_output=True, text=True, check=True)
+                           env=child_env(), capture_output=True, text=True, check=True)
     assert light.stdout.strip() == "[]"
 
 
@@ -656,8 +608,8 @@ def test_a_spec_that_cannot_fit_is_refused_before_anything_is_built(tmp_path, mo
     from archspec.summary import human_bytes
 
     monkeypatch.setattr(loader_module, "make_loaders", lambda *a, **k: pytest.fail("data loaded"))
-    monkeypatch.setattr(setup_module, "_build_module", lambda *a, **k: pytest.fail("model built"))
-    spec, recipe = _files(tmp_path, TINY_RECIPE, HUGE_SPEC)
+    monkeypatch.setattr(setup_module, "build_module", lambda *a, **k: pytest.fail("model built"))
+    spec, recipe = _files(tmp_path, RECIPE, HUGE_SPEC)
     started = time.monotonic()
     result = cli("train", spec, "--recipe", recipe, "--device", "cpu", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and time.monotonic() - started < 30, result.output
@@ -672,7 +624,7 @@ def test_a_spec_that_cannot_fit_is_refused_before_anything_is_built(tmp_path, mo
 def test_the_memory_check_uses_the_devices_free_memory_and_force_skips_it(tmp_path, monkeypatch, cli):
     from archspec.train import memory_check
 
-    spec, recipe = _files(tmp_path, TINY_RECIPE.replace("epochs: 4", "epochs: 1"))
+    spec, recipe = _files(tmp_path, _recipe(1))
     monkeypatch.setattr(memory_check, "available_memory", lambda device: (1000, "available RAM"))
     common = ("train", spec, "--recipe", recipe, "--device", "cpu", "--limit-train", "32", "--limit-test", "16")
     refused = cli(*common, "--runs-dir", tmp_path / "a")
@@ -688,7 +640,7 @@ def test_the_need_is_counts_estimate_plus_the_ema_copy(tmp_path):
     from archspec.recipes.build import memory_setup
     from archspec.train.memory_check import training_need
 
-    spec = archspec.load_spec(_file(tmp_path, "bn.yaml", BN_SPEC))
+    spec = archspec.load_spec(write_file(tmp_path, "bn.yaml", BN_SPEC))
     adam = load_recipe("adam", overrides=["batch_size=32"])
     counted = estimate_memory(spec, build_model(spec, device="meta"), memory_setup(adam, "cpu"))
     need, estimate = training_need(spec, adam, "cpu")

@@ -23,20 +23,13 @@ from archspec.train.observers import RunObserver
 from archspec.train.prepare import prepare_run
 from archspec.train.rundir import read_metrics_csv
 
+from .conftest import tiny_spec_text
+
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 ROOT = Path(__file__).resolve().parents[1]
 
-SPEC = """
-    name: phases
-    dataset: synthetic
-    input: [3, 8, 8]
-    classes: 4
-    layers:
-      - conv: {out: 4, kernel: 3, padding: 1}
-      - relu
-      - pool: 2
-      - flatten
-      - linear: classes
-    """
+SPEC = tiny_spec_text("phases")
 
 
 def _train(spec_path, recipe, tmp_path, **kwargs):
@@ -147,7 +140,7 @@ def test_the_trained_lr_of_every_step_is_the_recipes_lr_curve(write, tmp_path, o
 
 
 def test_prepare_run_picks_the_recipe_like_train(write, tmp_path):
-    spec = write("s.yaml", SPEC.replace("name: phases", "name: phases\n    recipe: sgd"))
+    spec = write("s.yaml", SPEC.replace("name: phases", "name: phases\nrecipe: sgd"))
     assert prepare_run(spec).recipe.name == "sgd"  # the spec's `recipe:`
     assert prepare_run(write("t.yaml", SPEC)).recipe.name == "adam"  # the default
     assert prepare_run(spec, recipe="quick", epochs=3).recipe.epochs == 3
@@ -162,7 +155,7 @@ def test_prepare_run_picks_the_recipe_like_train(write, tmp_path):
 def test_a_dataset_less_spec_takes_the_recipes_dataset_in_train_and_sweep(write, tmp_path):
     from archspec.experiments.sweep import plan
 
-    spec = write("s.yaml", SPEC.replace("    dataset: synthetic\n", ""))
+    spec = write("s.yaml", SPEC.replace("dataset: synthetic\n", ""))
     recipe = write("r.yaml", """
         name: withdata
         epochs: 1
@@ -200,14 +193,20 @@ def test_every_training_loader_gives_its_raw_images_for_whitening(augment, data_
     assert mean.shape == std.shape == (3, 1, 1)
 
 
-def _python(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+def _pythons(*codes: str) -> list[str]:
+    """Each code's stdout, run in fresh interpreters side by side (each spends seconds importing torch)."""
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT) for code in codes]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outs.append(out)
+    return outs
 
 
 def test_the_package_names_are_the_functions_and_import_torch_only_when_used():
-    out = _python(
+    out, alone = _pythons(
         "import sys, inspect\n"
         "import archspec.train\n"
         "print('torch' in sys.modules)\n"
@@ -216,7 +215,7 @@ def test_the_package_names_are_the_functions_and_import_torch_only_when_used():
         "import archspec.train.evaluation\n"
         "from archspec.train import evaluate as again\n"
         "print(inspect.isfunction(train), inspect.isfunction(evaluate), again is evaluate,\n"
-        "      inspect.isclass(EvalResult), inspect.isclass(RunResult))\n")
+        "      inspect.isclass(EvalResult), inspect.isclass(RunResult))\n",
+        "import inspect\nfrom archspec.train import evaluate\nprint(inspect.isfunction(evaluate))\n")
     assert out.split() == ["False", "True", "True", "True", "True", "True"]
-    out = _python("import inspect\nfrom archspec.train import evaluate\nprint(inspect.isfunction(evaluate))\n")
-    assert out.strip() == "True"  # RecursionError before
+    assert alone.strip() == "True"  # RecursionError before

@@ -20,7 +20,10 @@ from archspec.errors import ArchspecError
 from archspec.recipes import load_recipe
 from archspec.train.loop import train
 
-from .test_train import TINY_RECIPE, TINY_SPEC, _file, _run
+from .conftest import TINY_RECIPE, TINY_SPEC
+from .test_train import _file, _run
+
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
 
 
 def test_a_limit_above_the_data_records_the_real_count(tmp_path):

@@ -29,7 +29,7 @@ def check(spec):
 def test_every_kind_example_builds_and_counts(kind, tmp_path):
     impl = REGISTRY[kind]
     assert impl.example, f"{kind} needs an example"
-    before = ["flatten"] if kind in ("linear", "fc") else []
+    before = {"image": [], "flat": ["flatten"], "tokens": ["patchify: {dim: 16, patch: 4}"]}[impl.example_input]
     layers = [*before, impl.example, "flatten", "linear: classes"]
     text = "input: [8, 16, 16]\nclasses: 5\nlayers:\n" + "".join(f"  - {line}\n" for line in layers)
     path = tmp_path / "k.yaml"

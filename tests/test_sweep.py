@@ -6,7 +6,6 @@ Training cells are tiny: a 3x8x8 `synthetic` spec, 64 images, 1-2 epochs.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shlex
@@ -15,15 +14,16 @@ from math import prod
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 import archspec
 from archspec.errors import ArchspecError
 from archspec.experiments import sweep as sw
 from archspec.experiments.runs import load_run
 
-from .conftest import ROOT
+from .conftest import ROOT, quiet_console
 from .test_compare import TINY_RECIPE, TINY_SPEC
+
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
 
 
 @pytest.fixture
@@ -36,10 +36,6 @@ def files(tmp_path):
     recipe = tmp_path / "tinyrecipe.yaml"
     recipe.write_text(textwrap.dedent(TINY_RECIPE).lstrip())
     return spec, wide, recipe
-
-
-def quiet_console() -> Console:
-    return Console(file=io.StringIO(), width=200)
 
 
 def test_parse_grid():

@@ -18,36 +18,17 @@ import yaml
 from rich.console import Console
 
 import archspec
+from archspec.atomic_write import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 from archspec.errors import ArchspecError
-from archspec.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 from archspec.recipes import load_recipe
 from archspec.train import checkpoint as ckpt_mod
 from archspec.train.evaluation import evaluate
 from archspec.train.loop import train
 from archspec.train.rundir import METRIC_FIELDS, new_run_dir, read_metrics_csv, read_steps_csv
 
-TINY_SPEC = """
-name: tiny
-dataset: synthetic
-input: [3, 8, 8]
-classes: 4
-layers:
-  - conv: {out: 4, kernel: 3, padding: 1}
-  - relu
-  - pool: 2
-  - flatten
-  - linear: classes
-"""
+from .conftest import TINY_RECIPE, TINY_SPEC
 
 WIDE_SPEC = TINY_SPEC.replace("name: tiny", "name: wide").replace("out: 4,", "out: 6,")
-
-TINY_RECIPE = """
-name: tinyrecipe
-epochs: 2
-batch_size: 16
-optimizer: {name: adam, lr: 0.01}
-seed: 3
-"""
 
 SUMMARY_KEYS = {"best_test_acc", "best_epoch", "final_test_acc", "epochs", "params", "train_seconds",
                 "images_per_second", "spec", "recipe", "dataset", "device", "torch", "status"}
@@ -130,9 +111,9 @@ def test_run_directory_has_every_file(tmp_path):
     assert "epoch 1/2" in output and "epoch 2/2" in output and "summary: status completed" in output
 
 
-def test_terminal_output_has_table_rows_and_summary_panel(tmp_path):
-    spec = archspec.load_spec(_file(tmp_path, "tiny.yaml", TINY_SPEC))
-    recipe = load_recipe(str(_file(tmp_path, "recipe.yaml", TINY_RECIPE)))
+def test_terminal_output_has_table_rows_and_summary_panel(tmp_path, tiny_spec, tiny_recipe):
+    spec = archspec.load_spec(tiny_spec)
+    recipe = load_recipe(str(tiny_recipe))
     out = io.StringIO()
     console = Console(file=out, width=140, force_terminal=True, color_system=None)
     train(spec, recipe, device="cpu", console=console, runs_root=tmp_path / "runs", limit_train=32, limit_test=16)
@@ -299,8 +280,8 @@ def test_eval_per_class_counts_add_up(tmp_path):
     assert res.checkpoint.endswith("best.pt") and res.epoch == 1
 
 
-def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path):
-    spec = archspec.load_spec(_file(tmp_path, "tiny.yaml", TINY_SPEC))
+def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path, tiny_spec):
+    spec = archspec.load_spec(tiny_spec)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"definitely not a zip file")
     with pytest.raises(ArchspecError, match="cannot read checkpoint"):
@@ -347,9 +328,8 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     assert torch.equal(got[0], expected[0]) and got[1:] == expected[1:]
 
 
-def test_cli_train_then_eval(tmp_path, cli):
-    spec = _file(tmp_path, "tiny.yaml", TINY_SPEC)
-    recipe = _file(tmp_path, "recipe.yaml", TINY_RECIPE)
+def test_cli_train_then_eval(tmp_path, cli, tiny_spec, tiny_recipe):
+    spec, recipe = tiny_spec, tiny_recipe
     runs = tmp_path / "runs"
     result = cli("train", spec, "--recipe", recipe, "--epochs", "1", "--limit-train", "32", "--limit-test", "16",
                  "--device", "cpu", "--runs-dir", runs, "--seed", "7", "--batch-size", "8", "--lr", "0.005")

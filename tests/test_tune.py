@@ -8,11 +8,9 @@ test's time goes mostly into one extra interpreter start (the process that is ki
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -24,21 +22,12 @@ from archspec.experiments import space as sp
 from archspec.experiments import tune as tn
 from archspec.experiments.runs import EXPECTED_FILES, load_run
 
-from .conftest import ROOT
+from .conftest import ROOT, TINY_MNIST_SPEC, child_env, tiny_spec_text, write_file
 
 optuna = pytest.importorskip("optuna")
 
-SPEC = """
-name: tinymnist
-dataset: mnist-mini
-vars: {width: 8}
-layers:
-  - conv: {out: width, kernel: 3, padding: 1}
-  - relu
-  - pool: 4
-  - flatten
-  - linear: classes
-"""
+pytestmark = pytest.mark.usefixtures("no_run_plots")  # no test here looks at a run's curves.png / lr.png
+
 
 # Trials 0 and 1 are never pruned (startup_trials: 2): the test kills the study during trial 1.
 SPACE = """
@@ -50,21 +39,20 @@ sampler: {name: tpe, seed: 0}
 pruner: {name: median, startup_trials: 2}
 """
 
+BN_DROPOUT_SPEC = tiny_spec_text(bn=True, dropout=0.2)  # the spec test_compare compares runs of
+
 DATA = ["--limit-train", "2000", "--limit-test", "500", "--device", "cpu"]
 
 
 @pytest.fixture
 def study_files(tmp_path):
-    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(SPEC).lstrip())
-    (tmp_path / "space.yaml").write_text(textwrap.dedent(SPACE).lstrip())
-    return tmp_path / "tiny.yaml", tmp_path / "space.yaml"
+    return write_file(tmp_path, "tiny.yaml", TINY_MNIST_SPEC), write_file(tmp_path, "space.yaml", SPACE)
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    """A child that is no rank of a distributed launch, on one torch thread."""
+    env = child_env(OMP_NUM_THREADS="1")
+    return {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
 
 
 def _rows(path: Path) -> int:
@@ -233,8 +221,6 @@ def test_an_observer_can_stop_a_run_for_good(tmp_path):
     from archspec.train.observers import RunObserver
     from archspec.train.state import STATUS_STOPPED
 
-    from .test_compare import TINY_SPEC
-
     class StopAfterTwo(RunObserver):
         def __init__(self):
             self.seen = []
@@ -244,7 +230,7 @@ def test_an_observer_can_stop_a_run_for_good(tmp_path):
             if row["epoch"] == 2:
                 run.end(STATUS_STOPPED, "stopped after epoch 2: enough")
 
-    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(TINY_SPEC).lstrip())
+    write_file(tmp_path, "tiny.yaml", BN_DROPOUT_SPEC)
     spec = archspec.load_spec(tmp_path / "tiny.yaml")
     recipe = load_recipe("quick", overrides=["epochs=3", "batch_size=16"])
     observer = StopAfterTwo()
@@ -270,9 +256,7 @@ def test_spec_vars_can_be_set_when_loading(study_files):
 def test_a_diverged_trial_counts_as_the_worst_value(tmp_path, write):
     """Optuna's samplers skip failed trials; a diverged one must count, as the worst score, or a
     learning-rate search keeps proposing learning rates that diverge."""
-    from .test_compare import TINY_SPEC
-
-    spec = write("tiny.yaml", TINY_SPEC)
+    spec = write("tiny.yaml", BN_DROPOUT_SPEC)
     space = write("lr.yaml", "params:\n  optimizer.lr: [1.0e+6, 1.0e-3]\nsampler: grid\npruner: none\n")
     study = tn.plan(spec, "quick", space, out=tmp_path / "study", sets=["batch_size=16"])
     result = tn.run(study, options=tn.TrainOptions(device="cpu", limit_train=64, limit_test=32, quiet=True,

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from archspec.atomic_write import atomic_write_bytes
 from archspec.errors import ArchspecError
-from archspec.io import atomic_write_bytes
 
 FORMATS = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}

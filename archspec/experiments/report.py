@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from archspec.atomic_write import atomic_write_text
 from archspec.errors import ArchspecError
 from archspec.experiments.compare import STAT_COLUMNS, Comparison, compare, format_cell, formatted_rows
 from archspec.experiments.runs import Run, natural_key
 from archspec.figures import DEFAULT_DPI
-from archspec.io import atomic_write_text
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
@@ -143,7 +143,7 @@ def _layer_table_html(run: Run) -> str:
         name = "\u00a0\u00a0" * row.depth + row.name.split(".")[-1]
         rows.append(f'<tr><td class="num">{_e(row.index)}</td><td>{_e(name)}</td><td>{_e(row.kind)}</td>'
                     f'<td class="num">{_e(fmt_shape(tuple(row.output_shape)))}</td>'
-                    f'<td class="num">{row.params:,}</td><td class="num">{_e(human(row.macs) if row.macs else "")}'
+                    f'<td class="num">{row.params:,}</td><td class="num">{_e("" if row.macs == 0 else human(row.macs))}'
                     "</td></tr>")
     return (f"<p>{_e(fmt_shape(tuple(spec.input_shape)))} \u2192 {_e(fmt_shape(tuple(spec.output_shape)))}, "
             f"<b>{summary.total_params:,}</b> parameters ({summary.trainable_params:,} trainable), "

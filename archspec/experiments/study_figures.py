@@ -63,7 +63,7 @@ def study_figures(study, fmt: str = "png", *, dpi: int | None = None) -> dict[st
 
 def write_figures(folder: str | Path) -> list[Path]:
     """Draw the study of `folder` into `folder`/history.png etc.; the paths written."""
-    from archspec.io import atomic_write_bytes
+    from archspec.atomic_write import atomic_write_bytes
 
     study = open_study(folder)
     if study is None:

@@ -1,4 +1,4 @@
-"""Activations: shape-preserving, parameter-free (relu, leaky_relu, gelu, silu, tanh, sigmoid, ...)."""
+"""Activations: shape-preserving, parameter-free (relu, relu6, leaky_relu, gelu, silu, hardswish, ...)."""
 
 from __future__ import annotations
 
@@ -23,20 +23,25 @@ class _Activation(LayerKind):
         return f"nn.{self.torch_name}()"
 
 
-def _simple(kind: str, torch_name: str, text: str, keeps: str) -> type[LayerKind]:
+def _simple(kind: str, torch_name: str, text: str, keeps: str, synonyms: tuple[str, ...] = ()) -> type[LayerKind]:
     cls = type(kind.title().replace("_", ""), (_Activation,),
                {"name": kind, "torch_name": torch_name, "summary": text, "example": kind, "options": {},
-                "keeps": keeps})
+                "keeps": keeps, "synonyms": synonyms})
     return register(cls)
 
 
-# relu, tanh and sigmoid differentiate from their result; gelu and silu need their input.
-_simple("relu", "ReLU", "rectified linear unit", "output")
+# relu, tanh and sigmoid differentiate from their result; the others need their input.
+_simple("relu", "ReLU", "rectified linear unit", "output", ("rectifier",))
+_simple("relu6", "ReLU6", "ReLU clipped at 6 (MobileNetV2)", "input", ("clipped_relu",))
 _simple("gelu", "GELU", "Gaussian error linear unit", "input")
-_simple("silu", "SiLU", "SiLU / swish", "input")
+_simple("silu", "SiLU", "SiLU / swish", "input", ("swish",))
+_simple("hardswish", "Hardswish", "hard swish, x * relu6(x + 3) / 6 (MobileNetV3)", "input", ("hswish",))
+_simple("hardsigmoid", "Hardsigmoid", "hard sigmoid, relu6(x + 3) / 6 (MobileNetV3's SE gate)", "input",
+        ("hsigmoid",))
+_simple("mish", "Mish", "mish, x * tanh(softplus(x))", "input")
 _simple("tanh", "Tanh", "hyperbolic tangent", "output")
-_simple("sigmoid", "Sigmoid", "logistic sigmoid", "output")
-_simple("identity", "Identity", "no-op (handy as a placeholder in ablations)", "none")
+_simple("sigmoid", "Sigmoid", "logistic sigmoid", "output", ("logistic",))
+_simple("identity", "Identity", "no-op (handy as a placeholder in ablations)", "none", ("noop", "none", "passthrough"))
 
 
 @register

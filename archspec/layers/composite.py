@@ -42,7 +42,8 @@ class Composite(LayerKind):
         return [(("layers",), o["layers"])]
 
     def child_paths(self, count: int) -> list[str]:
-        return [""]
+        """Where each child list lives in the built module ("" = the module is the list itself)."""
+        return [""] * count
 
     def write_children(self, o: dict, groups: list[list]) -> dict:
         """`o` (non-default options) with the structural options replaced by the expanded groups."""
@@ -67,6 +68,7 @@ class Composite(LayerKind):
 @register
 class Sequence(Composite):
     name = "sequence"
+    synonyms = ("sequential", "group", "stack")
     summary = "a named group of layers (what blocks and `repeat` expand to)"
     options = {"layers": LAYER_LIST}
     required = ("layers",)
@@ -98,6 +100,8 @@ def projection_shortcut(shape, out):
         raise ShapeError(f"cannot add a shortcut from {fmt_shape(shape)} to {fmt_shape(out)}")
     if len(shape) == 1:
         return None
+    if len(shape) != 3:
+        raise ShapeError(f"no projection shortcut for {fmt_shape(shape)} -> {fmt_shape(out)}; give `shortcut:` layers")
     h, oh = shape[1], out[1]
     stride = max(1, round(h / oh))
     if (h - 1) // stride + 1 != oh or (shape[2] - 1) // stride + 1 != out[2]:
@@ -108,30 +112,60 @@ def projection_shortcut(shape, out):
 @register
 class Residual(Composite):
     name = "residual"
-    summary = "layers plus a shortcut: identity, or a 1x1 conv+bn projection when shapes differ"
+    summary = ("layers plus a shortcut: identity, a 1x1 conv+bn projection when shapes differ, "
+               "your own layer list, or none when the shape changes (if_same)")
+    synonyms = ("skip", "shortcut", "add", "skip_connection", "residual_block")
+    layer_lists = ("layers", "shortcut")
     options = {
         "layers": LAYER_LIST,
-        "shortcut": {"enum": ["auto", "identity", "projection"], "default": "auto"},
+        "shortcut": {"anyOf": [{"enum": ["auto", "identity", "projection", "if_same"]}, LAYER_LIST],
+                     "default": "auto",
+                     "description": "auto: identity, or a 1x1 conv+bn projection when the shape changes; "
+                                    "if_same: identity when the body keeps the shape, else no shortcut "
+                                    "(MobileNet's inverted residual); or a list of layers"},
     }
     required = ("layers",)
     example = "residual: {layers: [conv: 64, bn, relu, conv: 64, bn]}"
 
-    def child_paths(self, count):
-        return ["body"]
+    def child_lists(self, o):
+        lists = [(("layers",), o["layers"])]
+        if isinstance(o["shortcut"], list):
+            lists.append((("shortcut",), o["shortcut"]))
+        return lists
 
-    def _needs_projection(self, o, shape, out) -> bool:
-        if o["shortcut"] == "identity":
-            if tuple(shape) != tuple(out):
-                raise ShapeError(
-                    f"identity shortcut needs the body to keep the shape, but it maps {fmt_shape(shape)} to "
-                    f"{fmt_shape(out)} (use shortcut: auto)"
-                )
-            return False
-        return o["shortcut"] == "projection" or tuple(shape) != tuple(out)
+    def child_paths(self, count):
+        return ["body", "shortcut"][:count]
+
+    def write_children(self, o, groups):
+        out = {**o, "layers": groups[0]}
+        if len(groups) > 1:
+            out["shortcut"] = groups[1]
+        return out
+
+    def _mode(self, o, shape, out) -> str:
+        """identity, projection, layers or none: what is added to the body's output."""
+        sc = o["shortcut"]
+        if isinstance(sc, list):
+            return "layers"
+        same = tuple(shape) == tuple(out)
+        if sc == "identity" and not same:
+            raise ShapeError(
+                f"identity shortcut needs the body to keep the shape, but it maps {fmt_shape(shape)} to "
+                f"{fmt_shape(out)} (use shortcut: auto)"
+            )
+        if sc == "if_same":
+            return "identity" if same else "none"
+        if sc == "projection" or not same:
+            return "projection"
+        return "identity"
 
     def combine(self, o, shape, outs):
         out = outs[0]
-        if self._needs_projection(o, shape, out):
+        mode = self._mode(o, shape, out)
+        if mode == "layers" and tuple(outs[1]) != tuple(out):
+            raise ShapeError(f"the shortcut gives {fmt_shape(outs[1])} but the body gives {fmt_shape(out)}; "
+                             "they are added, so they must match")
+        if mode == "projection":
             projection_shortcut(shape, out)
         return out
 
@@ -140,8 +174,11 @@ class Residual(Composite):
 
         from archspec.layers.modules import Residual as ResidualModule
 
-        shortcut = None
-        if self._needs_projection(o, shape, out):
+        mode = self._mode(o, shape, out)
+        if mode == "none":
+            return ResidualModule(children[0], add=False)
+        shortcut = children[1] if mode == "layers" else None
+        if mode == "projection":
             stride = projection_shortcut(shape, out)
             if stride is None:
                 shortcut = nn.Linear(shape[0], out[0])
@@ -151,10 +188,14 @@ class Residual(Composite):
         return ResidualModule(children[0], shortcut)
 
     def saved(self, o, shape, out, device):
-        """The add keeps nothing. A conv projection keeps the block input (shared with the body)
-        and its conv output (kept by its BN); a linear projection keeps the input."""
-        if not self._needs_projection(o, shape, out):
-            return Saved()
+        """The add keeps nothing (without one, the output is the body's). A conv projection keeps
+        the block input (shared with the body) and its conv output (kept by its BN); a linear
+        projection keeps the input. A shortcut of layers speaks for itself."""
+        mode = self._mode(o, shape, out)
+        if mode == "none":
+            return Saved(alias=True)
+        if mode != "projection":
+            return Saved(merges_input=mode == "identity")
         if len(shape) == 1:
             return Saved(input=True, compute="lowp", cast_if_grad=shape[0] * out[0], temp=(Held(out[0]),))
         stats = bn_stats(out[0], device)
@@ -162,14 +203,19 @@ class Residual(Composite):
                      temp=(Held(prod(out)),))
 
     def extra_macs(self, o, shape, out):
-        if not self._needs_projection(o, shape, out):
+        if self._mode(o, shape, out) != "projection":
             return 0
         if len(shape) == 1:
             return shape[0] * out[0]
         return out[0] * out[1] * out[2] * shape[0]
 
     def code_composite(self, o, shape, child_codes, out):
-        if not self._needs_projection(o, shape, out):
+        mode = self._mode(o, shape, out)
+        if mode == "none":
+            return f"Residual({child_codes[0]}, add=False)"
+        if mode == "layers":
+            return f"Residual({child_codes[0]}, {child_codes[1]})"
+        if mode == "identity":
             return f"Residual({child_codes[0]})"
         stride = projection_shortcut(shape, out)
         if stride is None:
@@ -180,19 +226,36 @@ class Residual(Composite):
         return f"Residual({child_codes[0]}, {sc})"
 
 
+def broadcast(shapes: list) -> tuple:
+    """numpy/torch broadcasting of equal-rank shapes: each size equal, or 1 on all but one side."""
+    result = list(shapes[0])
+    for i, s in enumerate(shapes[1:], 1):
+        if len(s) != len(result):
+            raise ShapeError(f"merge mul needs paths of the same rank, but path 0 gives {fmt_shape(shapes[0])} "
+                             f"and path {i} gives {fmt_shape(s)}")
+        for d, (a, b) in enumerate(zip(result, s, strict=True)):
+            if a != b and 1 not in (a, b):
+                raise ShapeError(f"merge mul cannot broadcast {fmt_shape(shapes[0])} with {fmt_shape(s)} "
+                                 f"(size {a} vs {b} in dimension {d}; one of them must be 1)")
+            result[d] = max(a, b)
+    return tuple(result)
+
+
 @register
 class Parallel(Composite):
     name = "parallel"
-    summary = "paths on the same input, merged by sum, mean, concat (channels) or gated (learned softmax weights)"
+    summary = ("paths on the same input, merged by sum, mean, concat (channels), mul (broadcast: "
+               "squeeze-excitation's [C, H, W] x [C, 1, 1]) or gated (learned softmax weights)")
+    synonyms = ("branch", "branches", "concat", "inception", "multiply", "squeeze_excitation", "se", "gate")
+    layer_lists = ("layers", "paths")
     options = {
-        "merge": {"enum": ["sum", "mean", "concat", "gated"], "default": "sum"},
+        "merge": {"enum": ["sum", "mean", "concat", "mul", "gated"], "default": "sum"},
         "paths": {"type": "array", "minItems": 2, "items": {"type": "array", "minItems": 1},
                   "description": "a list of layer lists"},
         "times": {**POS_INT, "description": "with `layers`: that many copies of one path"},
         "layers": LAYER_LIST,
     }
     example = "parallel: {merge: concat, paths: [[conv: 32], [conv: {out: 32, kernel: 5}]]}"
-    layer_lists = ("layers", "paths")
 
     def child_lists(self, o):
         if "paths" in o:
@@ -215,6 +278,8 @@ class Parallel(Composite):
 
     def combine(self, o, shape, outs):
         first = outs[0]
+        if o["merge"] == "mul":
+            return broadcast(outs)
         if o["merge"] == "concat":
             for i, s in enumerate(outs[1:], 1):
                 if len(s) != len(first) or tuple(s[1:]) != tuple(first[1:]):
@@ -245,6 +310,8 @@ class Parallel(Composite):
         paths = len(self.child_lists(o))
         if o["merge"] == "concat":
             return Saved()
+        if o["merge"] == "mul":
+            return Saved(groups=True)  # each factor, for the other's gradient
         stacked = Held(paths * prod(out))
         if o["merge"] != "gated":
             return Saved(temp=(stacked,))

@@ -29,6 +29,7 @@ def resolve_padding(o: dict) -> int | str:
 @register
 class Conv(LayerKind):
     name = "conv"
+    synonyms = ("conv2d", "convolution", "convolution2d", "depthwise", "depthwise_conv", "dwconv", "pointwise")
     summary = "2-D convolution (nn.Conv2d); padding 'same' by default"
     main = "out"
     options = {

@@ -1,14 +1,18 @@
 """`module`: any nn.Module by import path. Opt-in only (`--allow-import` / allow_import=True),
 because importing a module runs its code: a spec someone sent you must not do that silently.
 
-The output shape is found by running the module once on a meta tensor (no memory, no compute).
+The output shape is found by running the module once on a meta tensor (no memory, no compute), in
+eval mode with a batch of 2 (BatchNorm refuses one sample per channel in training mode); its MACs
+are counted the same way by torch's FlopCounterMode, and are "unknown" (None) if that fails.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from archspec.layers.base import LayerKind, ShapeError, register
+from archspec.layers.base import LayerKind, ShapeError, counted_macs, register
+
+PROBE_BATCH = 2
 
 
 def load_class(target: str):
@@ -30,6 +34,7 @@ def load_class(target: str):
 @register
 class CustomModule(LayerKind):
     name = "module"
+    synonyms = ("import", "custom", "torch_module", "nn_module")
     summary = "any nn.Module by import path (needs --allow-import)"
     main = "import"
     options = {
@@ -52,9 +57,10 @@ class CustomModule(LayerKind):
         import torch
 
         with torch.device("meta"):
-            mod = self._make(o)
+            mod = self._make(o).eval()
             try:
-                y = mod(torch.empty(1, *shape))
+                with torch.no_grad():
+                    y = mod(torch.empty(PROBE_BATCH, *shape))
             except Exception as e:
                 raise ShapeError(f"{o['import']} fails on input [{', '.join(map(str, shape))}]: {e}") from None
         if not isinstance(y, torch.Tensor):
@@ -63,6 +69,12 @@ class CustomModule(LayerKind):
 
     def build(self, o, shape):
         return self._make(o)
+
+    def macs(self, o, shape, out):
+        return counted_macs(lambda: self._make(o), shape, batch=PROBE_BATCH)
+
+    def label(self, o, shape, written):
+        return o["import"].partition(":")[2] or "module"
 
     def code(self, o, shape):
         mod, _, attr = o["import"].partition(":")

@@ -37,6 +37,7 @@ class Dropout(LayerKind):
 @register
 class Dropout2d(LayerKind):
     name = "dropout2d"
+    synonyms = ("spatial_dropout", "channel_dropout")
     summary = "channel dropout (nn.Dropout2d)"
     main = "p"
     options = {"p": _P}

@@ -17,6 +17,7 @@ def bn_stats(channels: int, device: str, count: int = 1) -> Held:
 class BatchNorm(LayerKind):
     name = "bn"
     aliases = ("batchnorm",)
+    synonyms = ("batchnorm2d", "batchnorm1d", "batch_norm", "norm")
     summary = "batch norm; 1d or 2d chosen from the input shape"
     options = {
         "momentum": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},

@@ -17,6 +17,17 @@ from archspec.layers.base import (
 )
 
 
+def pool_out(size: int, window: int, stride: int, padding: int, ceil: bool) -> int:
+    """Output size of a pooling window, as torch computes it (ceil_mode: a last window that starts
+    inside the input or its left padding counts)."""
+    if not ceil:
+        return conv_out(size, window, stride, padding)
+    out = -(-(size + 2 * padding - window) // stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
 def _pool_saved(kind: str, out) -> Saved:
     """Max pooling keeps its input and the argmax indices (int64, one per output element); average
     pooling keeps only its input."""
@@ -33,6 +44,8 @@ class _Pool(LayerKind):
         "stride": {"anyOf": [POS_INT, {"type": "null"}], "default": None, "description": "default: = size"},
         "padding": {**NONNEG_INT, "default": 0},
         "type": {"enum": ["max", "avg"], "default": "max"},
+        "ceil": {"type": "boolean", "default": False,
+                 "description": "round the output size up (ceil_mode: a partial last window counts)"},
     }
 
     def _type(self, o):
@@ -43,7 +56,7 @@ class _Pool(LayerKind):
         s = o["stride"] or o["size"]
         if o["padding"] * 2 > o["size"]:
             raise ShapeError(f"padding {o['padding']} must be at most half the window size {o['size']}")
-        oh, ow = conv_out(h, o["size"], s, o["padding"]), conv_out(w, o["size"], s, o["padding"])
+        oh, ow = (pool_out(n, o["size"], s, o["padding"], o["ceil"]) for n in (h, w))
         if oh < 1 or ow < 1:
             raise ShapeError(
                 f"a {o['size']}x{o['size']} window does not fit the {h}x{w} map of {fmt_shape(shape)}: "
@@ -65,18 +78,19 @@ class _Pool(LayerKind):
         from torch import nn
 
         cls = nn.MaxPool2d if self._type(o) == "max" else nn.AvgPool2d
-        return cls(o["size"], stride=o["stride"] or o["size"], padding=o["padding"])
+        return cls(o["size"], stride=o["stride"] or o["size"], padding=o["padding"], ceil_mode=o["ceil"])
 
     def code(self, o, shape):
         cls = "nn.MaxPool2d" if self._type(o) == "max" else "nn.AvgPool2d"
-        extra = kwargs_code({"stride": o["stride"] or o["size"], "padding": o["padding"]},
-                            {"stride": o["size"], "padding": 0})
+        extra = kwargs_code({"stride": o["stride"] or o["size"], "padding": o["padding"], "ceil_mode": o["ceil"]},
+                            {"stride": o["size"], "padding": 0, "ceil_mode": False})
         return f"{cls}({o['size']}{extra})"
 
 
 @register
 class Pool(_Pool):
     name = "pool"
+    synonyms = ("pooling", "subsample", "downsample")
     summary = "max (default) or average pooling; `pool: 2` = MaxPool2d(2)"
     example = "pool: {size: 3, stride: 2, padding: 1}"
 
@@ -84,6 +98,7 @@ class Pool(_Pool):
 @register
 class MaxPool(_Pool):
     name = "maxpool"
+    synonyms = ("maxpool2d", "max_pooling")
     summary = "max pooling (same options as pool)"
     options = {k: v for k, v in _Pool.options.items() if k != "type"}
     example = "maxpool: 2"
@@ -92,6 +107,7 @@ class MaxPool(_Pool):
 @register
 class AvgPool(_Pool):
     name = "avgpool"
+    synonyms = ("avg_pool", "avgpool2d", "average_pool", "averagepool")
     summary = "average pooling (same options as pool)"
     default_type = "avg"
     options = {k: v for k, v in _Pool.options.items() if k != "type"}
@@ -101,6 +117,7 @@ class AvgPool(_Pool):
 @register
 class AdaptivePool(LayerKind):
     name = "adaptive_pool"
+    synonyms = ("adaptive_avg_pool", "adaptive_max_pool", "adaptivemaxpool2d")
     summary = "adaptive pooling to a fixed output size (AdaptiveAvgPool2d / AdaptiveMaxPool2d)"
     main = "size"
     options = {"size": {**POS_INT, "default": 1}, "type": {"enum": ["max", "avg"], "default": "avg"}}
@@ -127,6 +144,7 @@ class AdaptivePool(LayerKind):
 @register
 class GlobalAvgPool(LayerKind):
     name = "gap"
+    synonyms = ("global_avg_pool", "global_average_pool", "globalavgpool", "global_pool", "adaptiveavgpool2d")
     summary = "global average pool: [C, H, W] -> [C, 1, 1] (AdaptiveAvgPool2d(1))"
     example = "gap"
 

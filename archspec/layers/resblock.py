@@ -19,6 +19,7 @@ from archspec.layers.norm import bn_stats
 @register
 class ResBlockKind(LayerKind):
     name = "resblock"
+    synonyms = ("basicblock", "basic_block", "res_block", "resnet_block")
     summary = "basic residual block: convs x (conv3x3+bn) + shortcut (1x1 conv+bn when the shape changes), relu"
     main = "out"
     options = {

@@ -9,6 +9,7 @@ from archspec.layers.base import LayerKind, Saved, register
 @register
 class ScaleKind(LayerKind):
     name = "scale"
+    synonyms = ("multiply", "mul", "temperature")
     summary = "x * factor, a fixed multiplier (e.g. airbench's 1/9 on the logits)"
     main = "factor"
     options = {"factor": {"type": "number", "description": "the multiplier"}}

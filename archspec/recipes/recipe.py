@@ -61,6 +61,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "dataset": None,
     "workers": None,
     "ema": None,
+    "early_stop": None,
+    "log": "tensorboard",
     "tta": "none",
     "whiten": None,
     "eval_batch_size": None,
@@ -70,6 +72,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
 NOTE_KEYS = ("description", "overrides")
 EMA_DEFAULTS: dict[str, Any] = {"every": 1, "warmup_power": 0.0, "lookahead": False}
 WHITEN_DEFAULTS: dict[str, Any] = {"samples": 5000, "eps": 5.0e-4, "freeze": True}
+EARLY_STOP_DEFAULTS: dict[str, Any] = {"metric": "test_loss", "patience": 3, "min_delta": 0.0, "mode": "auto"}
+TRACKERS = ("tensorboard", "mlflow")  # what `log:` may name (archspec.train.tracking)
 
 
 class _Section:
@@ -268,6 +272,28 @@ class WhitenConfig(_Section):
 
 
 @dataclass(frozen=True)
+class EarlyStopConfig(_Section):
+    """``early_stop:`` (archspec.train.early_stop): end the run once `metric` has not improved by more
+    than `min_delta` for `patience` epochs in which it was measured. `mode` "auto" minimises losses
+    and maximises accuracies."""
+
+    metric: str = "test_loss"
+    patience: int = 3
+    min_delta: float = 0.0
+    mode: str = "auto"
+
+    @property
+    def goal(self) -> str:
+        """"min" or "max": the direction that counts as better."""
+        if self.mode != "auto":
+            return self.mode
+        return "min" if self.metric.endswith("loss") else "max"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A resolved, validated training recipe. Build one with `archspec.recipes.load_recipe`."""
 
@@ -290,6 +316,8 @@ class Recipe:
     dataset: str | None = None
     workers: int | None = None
     ema: EmaConfig | None = None
+    early_stop: EarlyStopConfig | None = None
+    log: tuple[str, ...] = ("tensorboard",)  # experiment trackers (archspec.train.tracking)
     tta: str = "none"
     whiten: WhitenConfig | None = None  # set (defaults filled in) exactly when init is "whiten"
     eval_batch_size: int | None = None  # test-set batches (None: the training batch size)
@@ -329,6 +357,10 @@ class Recipe:
             "ema": self.ema.to_dict() if self.ema is not None else None,
             "tta": self.tta,
         }
+        if self.early_stop is not None:
+            out["early_stop"] = self.early_stop.to_dict()
+        if self.log != ("tensorboard",):
+            out["log"] = list(self.log)
         if self.whiten is not None:
             out["whiten"] = self.whiten.to_dict()
         if self.dataset is not None:
@@ -375,34 +407,59 @@ def schedule_from(data: dict[str, Any]) -> Schedule:
     return Schedule(interval=interval, phases=(_phase_from({"type": kind or "constant", **data}),))
 
 
-def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
-    """Build a `Recipe` from a validated mapping (shorthands expanded, defaults not yet filled)."""
-    d = {**RECIPE_DEFAULTS, **{k: v for k, v in data.items() if v is not None or k in RECIPE_DEFAULTS}}
-    opt = dict(d["optimizer"])
-    optimizer = OptimizerConfig(
+def _optimizer_from(opt: dict[str, Any]) -> OptimizerConfig:
+    """`optimizer:` as its typed config; options the recipe leaves out stay None (torch's defaults)."""
+
+    def number(key: str) -> float | None:
+        return float(opt[key]) if opt.get(key) is not None else None
+
+    return OptimizerConfig(
         name=opt["name"],
         lr=float(opt["lr"]),
         weight_decay=float(opt.get("weight_decay", 0.0)),
-        momentum=float(opt["momentum"]) if opt.get("momentum") is not None else None,
+        momentum=number("momentum"),
         nesterov=opt.get("nesterov"),
         betas=tuple(float(b) for b in opt["betas"]) if opt.get("betas") is not None else None,  # type: ignore[arg-type]
-        eps=float(opt["eps"]) if opt.get("eps") is not None else None,
-        alpha=float(opt["alpha"]) if opt.get("alpha") is not None else None,
+        eps=number("eps"),
+        alpha=number("alpha"),
         amsgrad=opt.get("amsgrad"),
         centered=opt.get("centered"),
         no_decay_on=tuple(opt.get("no_decay_on") or ()),
         lr_mult={k: float(v) for k, v in (opt.get("lr_mult") or {}).items()},
         wd_mult={k: float(v) for k, v in (opt.get("wd_mult") or {}).items()},
     )
-    ema = None
-    if d["ema"] is not None:
-        e = {**EMA_DEFAULTS, **d["ema"]}
-        ema = EmaConfig(decay=float(e["decay"]), every=int(e["every"]), warmup_power=float(e["warmup_power"]),
-                        lookahead=bool(e["lookahead"]))
-    whiten = None
-    if d["init"] == "whiten":
-        w = {**WHITEN_DEFAULTS, **(d["whiten"] or {})}
-        whiten = WhitenConfig(samples=int(w["samples"]), eps=float(w["eps"]), freeze=bool(w["freeze"]))
+
+
+def _ema_from(value: dict[str, Any] | None) -> EmaConfig | None:
+    if value is None:
+        return None
+    e = {**EMA_DEFAULTS, **value}
+    return EmaConfig(decay=float(e["decay"]), every=int(e["every"]), warmup_power=float(e["warmup_power"]),
+                     lookahead=bool(e["lookahead"]))
+
+
+def _whiten_from(init: str | None, value: dict[str, Any] | None) -> WhitenConfig | None:
+    if init != "whiten":
+        return None
+    w = {**WHITEN_DEFAULTS, **(value or {})}
+    return WhitenConfig(samples=int(w["samples"]), eps=float(w["eps"]), freeze=bool(w["freeze"]))
+
+
+def _early_stop_from(value: dict[str, Any] | None) -> EarlyStopConfig | None:
+    if value is None:
+        return None
+    e = {**EARLY_STOP_DEFAULTS, **value}
+    return EarlyStopConfig(metric=e["metric"], patience=int(e["patience"]), min_delta=float(e["min_delta"]),
+                           mode=e["mode"])
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
+    """Build a `Recipe` from a validated mapping (shorthands expanded, defaults not yet filled)."""
+    d = {**RECIPE_DEFAULTS, **{k: v for k, v in data.items() if v is not None or k in RECIPE_DEFAULTS}}
     schedule = d["schedule"] if isinstance(d["schedule"], dict) else {"type": d["schedule"]}
     loss = d["loss"] if isinstance(d["loss"], dict) else {"name": d["loss"]}
     normalize = d["normalize"]
@@ -413,7 +470,7 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
         description=d["description"] or "",
         epochs=int(d["epochs"]),
         batch_size=int(d["batch_size"]),
-        optimizer=optimizer,
+        optimizer=_optimizer_from(dict(d["optimizer"])),
         schedule=schedule_from(schedule),
         loss=LossConfig(name=loss.get("name", "cross_entropy"), label_smoothing=float(loss.get("label_smoothing", 0.0))),
         augment=d["augment"] if d["augment"] is not None else "none",
@@ -426,12 +483,23 @@ def recipe_from(data: dict[str, Any], *, name: str, source: str) -> Recipe:
         init=d["init"],
         grad_clip=float(d["grad_clip"]) if d["grad_clip"] is not None else None,
         dataset=d["dataset"],
-        workers=int(d["workers"]) if d["workers"] is not None else None,
-        ema=ema,
+        workers=_int_or_none(d["workers"]),
+        ema=_ema_from(d["ema"]),
+        early_stop=_early_stop_from(d["early_stop"]),
+        log=_trackers(d["log"]),
         tta=d["tta"] or "none",
-        whiten=whiten,
-        eval_batch_size=int(d["eval_batch_size"]) if d["eval_batch_size"] is not None else None,
-        threads=int(d["threads"]) if d["threads"] is not None else None,
+        whiten=_whiten_from(d["init"], d["whiten"]),
+        eval_batch_size=_int_or_none(d["eval_batch_size"]),
+        threads=_int_or_none(d["threads"]),
         overrides=tuple(str(item) for item in d.get("overrides") or ()),
         source=source,
     )
+
+
+def _trackers(value: str | list[str] | None) -> tuple[str, ...]:
+    """`log:` as a tuple in the order written: "mlflow" -> ("mlflow",), "none" or [] -> ()."""
+    if value is None:
+        return tuple(TRACKERS[:1])
+    if value == "none":
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)

@@ -1,27 +1,36 @@
 """Layer lists -> `Node` trees: user blocks and `repeat` unrolled, `$vars` and `${expressions}`
-substituted, each layer's options checked against its kind's schema.
+substituted, `if:` applied, each layer's options checked against its kind's schema, and the shape
+threaded through, all in one pass.
+
+Expansion and shape inference are one pass because options may depend on the shape coming into a
+layer (`in_channels`, `in_features`): `conv: {out: $in_channels, groups: $in_channels}` is a
+depthwise conv wherever it is used, and `if: ${in_channels != out}` decides whether a layer exists.
 
 Expansion knows nothing about particular kinds: it asks the kind (`archspec.layers`) for its
-options, its scalar shorthand, its nested layer lists and whether it runs user code.
+options, its scalar shorthand, its nested layer lists, its output shape and whether it runs user
+code.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from archspec.errors import ArchspecError, did_you_mean
-from archspec.layers import REGISTRY, LayerKind, ShapeError
+from archspec.layers import REGISTRY, LayerKind, Shape, ShapeError, fmt_shape, unknown_kind_message
+from archspec.layers.base import shape_names
 from archspec.layers.composite import Sequence
 from archspec.spec.document import Document
 from archspec.spec.expr import NAME_RE, ExprError, evaluate_string, is_expression
 from archspec.spec.schema_check import check_schema, dotted
-from archspec.spec.tree import Node
+from archspec.spec.tree import Node, check_size
 
 # Limits (docs/spec-language.md#limits), each checked before the work it bounds is done.
 MAX_LAYERS = 20_000  # after expansion
 MAX_NESTING = 32  # blocks within blocks, composites within composites
 _EXACT_INT = 2**53  # floats above this are not exact integers: `conv: 1.0e+30` stays a float and is refused
+_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 class Expander:
@@ -38,43 +47,72 @@ class Expander:
                 raise doc.error(("blocks", name), f'block name "{name}" is already a layer kind; rename the block')
 
     # where = the path inside the document (for positions), label = the path shown in messages
-    def expand(self, items: Any, where: tuple, label: str, scope: dict, stack: tuple, depth: int) -> list[Node]:
+    def expand(self, items: Any, where: tuple, label: str, scope: dict, stack: tuple, depth: int,
+               shape: Shape) -> tuple[list[Node], Shape]:
+        """Expand a layer list starting from `shape`; return the nodes and the shape they output."""
         if depth > MAX_NESTING:
             raise self.doc.error(where, f"layers nested deeper than {MAX_NESTING} levels")
         if not isinstance(items, list) or not items:
             raise self.doc.error(where, "expected a non-empty list of layers")
         out: list[Node] = []
         for i, item in enumerate(items):
-            out.extend(self.item(item, where + (i,), f"{label}[{i}]", scope, stack, depth))
-        return out
+            nodes, shape = self.item(item, where + (i,), f"{label}[{i}]", scope, stack, depth, shape)
+            out.extend(nodes)
+        return out, tuple(shape)
 
-    def _kind_and_value(self, item: Any, where: tuple) -> tuple[str, Any]:
+    @staticmethod
+    def here(scope: dict, shape: Shape) -> dict:
+        """The scope a layer's options see: the enclosing names plus its input shape's names."""
+        return {**scope, **shape_names(shape), "_shape": tuple(shape)}
+
+    def _kind_and_value(self, item: Any, where: tuple, scope: dict) -> tuple[str, str, Any]:
+        """(kind, the key as written, value). A key `$act` takes the kind from a block parameter."""
         if isinstance(item, str):
-            return item, None
-        if isinstance(item, dict) and len(item) == 1:
-            ((kind, value),) = item.items()
-            return str(kind), value
-        if isinstance(item, dict):
+            raw, value = item, None
+        elif isinstance(item, dict) and len(item) == 1:
+            ((raw, value),) = item.items()
+            raw = str(raw)
+        elif isinstance(item, dict):
             keys = ", ".join(map(str, item))
             raise self.doc.error(where, f"a layer has exactly one key (its kind), got {len(item)}: {keys}; "
                                         "write options as `- conv: {out: 64, kernel: 3}`")
-        raise self.doc.error(where, f"a layer is a kind name like `relu` or a mapping like `conv: 64`, got {item!r}")
+        else:
+            raise self.doc.error(where,
+                                 f"a layer is a kind name like `relu` or a mapping like `conv: 64`, got {item!r}")
+        if not raw.startswith("$"):
+            return raw, raw, value
+        at = where + (raw, "<key>") if isinstance(item, dict) else where
+        kind = self.value(raw, at, scope)
+        if not isinstance(kind, str):
+            raise self.doc.error(at, f"{raw} is {kind!r}; a layer key needs a kind or block name")
+        return kind, raw, value
 
-    def item(self, item, where, label, scope, stack, depth) -> list[Node]:
-        kind, value = self._kind_and_value(item, where)
+    def item(self, item, where, label, scope, stack, depth, shape) -> tuple[list[Node], Shape]:
+        kind, key, value = self._kind_and_value(item, where, scope)
+        vwhere = where + (key,) if isinstance(item, dict) else where
+        if isinstance(value, dict) and "if" in value:
+            if not self._condition(value["if"], vwhere + ("if",), self.here(scope, shape)):
+                return [], shape
+            value = {k: v for k, v in value.items() if k != "if"}
         self.count += 1
         if self.count > MAX_LAYERS:
             raise self.doc.error(where, f"more than {MAX_LAYERS:,} layers after expansion")
-        vwhere = where + (kind,) if isinstance(item, dict) else where
         if kind == "repeat":
-            return [self.repeat(value, vwhere, f"{label}.repeat", scope, stack, depth)]
+            return self.repeat(value, vwhere, f"{label}.repeat", scope, stack, depth, shape)
         if kind in self.blocks:
-            return [self.block(kind, value, vwhere, f"{label}.{kind}", scope, stack, depth)]
+            return self.block(kind, value, vwhere, f"{label}.{kind}", scope, stack, depth, shape)
         if kind not in REGISTRY:
-            choices = [*REGISTRY, *self.blocks, "repeat"]
-            raise self.doc.error(where + (kind, "<key>") if isinstance(item, dict) else where,
-                                 f'unknown layer kind "{kind}"{did_you_mean(kind, choices)}')
-        return [self.layer(kind, value, vwhere, f"{label}.{kind}", scope, stack, depth)]
+            at = where + (key, "<key>") if isinstance(item, dict) else where
+            raise self.doc.error(at, unknown_kind_message(kind, self.blocks))
+        return self.layer(kind, value, vwhere, f"{label}.{kind}", scope, stack, depth, shape)
+
+    def _condition(self, raw, where, scope) -> bool:
+        cond = self.value(raw, where, scope, numeric=True)
+        if isinstance(cond, bool):
+            return cond
+        if not isinstance(cond, int | float):
+            raise self.doc.error(where, f"if needs a number or an expression like ${{stride == 1}}, got {cond!r}")
+        return bool(cond)
 
     def _reserve(self, layers: int, where: tuple, what: str) -> None:
         """Refuse, before expanding, what would take the spec past MAX_LAYERS layers."""
@@ -90,28 +128,36 @@ class Expander:
                 return scope[raw]
         except ExprError as e:
             raise self.doc.error(where, str(e)) from None
+        if numeric and isinstance(raw, str) and _EXPONENT.match(raw.strip()):
+            return float(raw)  # YAML 1.1 reads 1e-6 (no dot) as a string; a number was meant
         return raw
 
-    def repeat(self, value, where, label, scope, stack, depth) -> Node:
+    def repeat(self, value, where, label, scope, stack, depth, shape) -> tuple[list[Node], Shape]:
         if not isinstance(value, dict) or set(value) - {"times", "layers"} or "layers" not in value:
             raise self.doc.error(where, "repeat needs {times: N, layers: [...]}")
-        times = self.value(value.get("times", 1), where + ("times",), scope, numeric=True)
+        times = self.value(value.get("times", 1), where + ("times",), self.here(scope, shape), numeric=True)
         if isinstance(times, float) and times.is_integer() and abs(times) < _EXACT_INT:
             times = int(times)
-        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
-            raise self.doc.error(where + ("times",), f"times must be a positive integer, got {times!r}")
-        per_copy = len(value["layers"]) if isinstance(value["layers"], list) else 1
-        self._reserve(times * per_copy, where + ("times",), f"repeat times {times:,}")
+        if not isinstance(times, int) or isinstance(times, bool) or times < 0:
+            raise self.doc.error(where + ("times",), f"times must be a whole number >= 0, got {times!r}")
+        if not isinstance(value["layers"], list) or not value["layers"]:
+            raise self.doc.error(where + ("layers",), "expected a non-empty list of layers")
+        if times == 0:
+            return [], shape
+        self._reserve(times * len(value["layers"]), where + ("times",), f"repeat times {times:,}")
+        entry = shape
         children: list[Node] = []
         for i in range(times):
             inner = {**scope, "i": i}
-            children.extend(self.expand(value["layers"], where + ("layers",), f"{label}.layers", inner, stack,
-                                        depth + 1))
+            nodes, shape = self.expand(value["layers"], where + ("layers",), f"{label}.layers", inner, stack,
+                                       depth + 1, shape)
+            children.extend(nodes)
         file, line, col = self.doc.where(where)
-        return Node(Sequence.name, {"layers": []}, file, line, col, label, label=f"repeat x{times}",
-                    children=[children])
+        node = Node(Sequence.name, {"layers": []}, file, line, col, label, label=f"repeat x{times}",
+                    children=[children], in_shape=tuple(entry), out_shape=tuple(shape))
+        return [node], shape
 
-    def block(self, name, value, where, label, scope, stack, depth) -> Node:
+    def block(self, name, value, where, label, scope, stack, depth, shape) -> tuple[list[Node], Shape]:
         if name in stack:
             chain = " -> ".join([*stack, name])
             raise self.doc.error(where, f"block {name} uses itself ({chain})")
@@ -133,24 +179,27 @@ class Expander:
                 raise self.doc.error(where + (k,), f'block {name} has no parameter "{k}"{did_you_mean(k, params)}'
                                      + (f"; parameters: {', '.join(params)}" if params else ""))
         inner = {k: v for k, v in self.scope.items()}
-        for p, default in params.items():
+        caller, own = self.here(scope, shape), self.here(self.scope, shape)
+        for p, default in params.items():  # evaluated where the block is used: in_channels is its input
             if p in args:
-                inner[p] = self.value(args[p], where + (p,) if isinstance(value, dict) else where, scope)
+                inner[p] = self.value(args[p], where + (p,) if isinstance(value, dict) else where, caller)
             elif default is not None:
-                inner[p] = self.value(default, ("blocks", name, "params", p), self.scope)
+                inner[p] = self.value(default, ("blocks", name, "params", p), {**own, **inner})
             else:
                 raise self.doc.error(where, f'block {name} needs parameter "{p}"')
-        children = self.expand(block["layers"], ("blocks", name, "layers"), f"{label}>{name}.layers", inner,
-                               (*stack, name), depth + 1)
+        children, out = self.expand(block["layers"], ("blocks", name, "layers"), f"{label}>{name}.layers", inner,
+                                    (*stack, name), depth + 1, shape)
         shown = ", ".join(f"{p}={inner[p]}" for p in params)
         file, line, col = self.doc.where(where)
         opts = {"layers": []}
         if node_name:
             opts["name"] = node_name
-        return Node(Sequence.name, opts, file, line, col, label, name=node_name or "",
-                    label=f"{name}({shown})" if shown else name, children=[children])
+        node = Node(Sequence.name, opts, file, line, col, label, name=node_name or "",
+                    label=f"{name}({shown})" if shown else name, children=[children],
+                    in_shape=tuple(shape), out_shape=tuple(out))
+        return [node], out
 
-    def layer(self, kind, value, where, label, scope, stack, depth) -> Node:
+    def layer(self, kind, value, where, label, scope, stack, depth, shape) -> tuple[list[Node], Shape]:
         impl = REGISTRY[kind]
         if impl.runs_user_code and not self.allow_import:
             raise self.doc.error(where, "custom modules import and run Python code; pass --allow-import "
@@ -163,21 +212,31 @@ class Expander:
             raise self.doc.error(where, f"{kind} takes no value (write `- {kind}`), got {value!r}")
         else:
             raw = {impl.main: value}
-        full = {**impl.defaults(), **self.options(impl, raw, value, where, scope)}
+        full = {**impl.defaults(), **self.options(impl, raw, value, where, self.here(scope, shape))}
         self._validate(impl, full, raw, value, where)
         impl.tidy_options(full)
         node_name = full.pop("name", "") or ""
         file, line, col = self.doc.where(where)
-        node = Node(impl.name, full, file, line, col, label, name=node_name, label=kind)
+        node = Node(impl.name, full, file, line, col, label, name=node_name, label=kind, in_shape=tuple(shape))
         if impl.composite:
             try:
                 lists = impl.child_lists(full)
             except ShapeError as e:
                 raise self.doc.error(where, str(e)) from None
             self._reserve(len(lists), where, f"{len(lists):,} paths")
-            node.children = [self.expand(lst, where + sub, f"{label}.{'.'.join(map(str, sub))}", scope, stack,
-                                         depth + 1) for sub, lst in lists]
-        return node
+            outs = []
+            for sub, lst in lists:
+                nodes, out = self.expand(lst, where + sub, f"{label}.{'.'.join(map(str, sub))}", scope, stack,
+                                         depth + 1, shape)
+                node.children.append(nodes)
+                outs.append(out)
+        try:
+            out = impl.combine(full, shape, outs) if impl.composite else impl.output_shape(full, shape)
+        except ShapeError as e:
+            raise node.error(f"{e} (input {fmt_shape(shape)})") from None
+        node.out_shape = tuple(out)
+        check_size(node)
+        return [node], node.out_shape
 
     def options(self, impl: LayerKind, raw: dict, value: Any, where: tuple, scope: dict) -> dict[str, Any]:
         """`raw` with variables and expressions substituted; nested layer lists are left for `expand`."""
@@ -186,10 +245,12 @@ class Expander:
             schema = impl.options.get(k, {})
             numeric = _is_numeric(schema)
             owhere = where + (k,) if isinstance(value, dict) else where
-            if k in impl.layer_lists:
+            if k in impl.layer_lists and isinstance(v, list):
                 opts[k] = v
             elif isinstance(v, list):
                 opts[k] = [self.value(x, owhere + (j,), scope, numeric) for j, x in enumerate(v)]
+            elif isinstance(v, dict):  # e.g. module kwargs
+                opts[k] = {kk: self.value(vv, owhere + (kk,), scope) for kk, vv in v.items()}
             else:
                 opts[k] = self.value(v, owhere, scope, numeric)
             check_finite(opts[k], owhere, self.doc)

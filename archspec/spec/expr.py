@@ -1,7 +1,10 @@
 """A tiny arithmetic evaluator for numbers in specs (``${width * 2}``), never `eval`.
 
-Only numbers, names from the scope, + - * / // % **, parentheses and min/max/int/round/abs are
-allowed. Exponents and results are bounded so a spec cannot hang or exhaust memory.
+Only numbers, names from the scope, + - * / // % **, parentheses, min/max/int/round/abs and
+make_divisible are allowed, plus comparisons (``==`` ``!=`` ``<`` ...: 1 or 0), ``and``/``or``/
+``not`` and ``a if cond else b``, so a block can switch a layer on (``if: ${stride == 1}``) or pick
+a number the way a paper's table does. Exponents and results are bounded so a spec cannot hang or
+exhaust memory.
 """
 
 from __future__ import annotations
@@ -24,7 +27,27 @@ _BINOPS = {
     ast.Pow: operator.pow,
 }
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
-_FUNCS = {"min": min, "max": max, "int": int, "round": round, "abs": abs}
+_COMPARE = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
+
+
+def make_divisible(value, divisor=8):
+    """Round `value` to the nearest multiple of `divisor`, never below `divisor` and never more than
+    10% below `value`: the channel rounding of MobileNet, EfficientNet and RegNet (their papers'
+    tables list the rounded widths, their squeeze-excitation widths come from this rule)."""
+    if divisor <= 0:
+        raise ExprError("make_divisible needs a positive divisor")
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+_FUNCS = {"min": min, "max": max, "int": int, "round": round, "abs": abs, "make_divisible": make_divisible}
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _WHOLE = re.compile(r"^\$\{(.*)\}$", re.S)
@@ -81,9 +104,36 @@ def _all_int(node, scope) -> bool:
     return True
 
 
+def names_in(text: str) -> set[str]:
+    """The names an expression string (``$name`` or ``${...}``) refers to; empty if it is not one."""
+    text = text.strip()
+    m = _DOLLAR_NAME.match(text)
+    if m:
+        return {m.group(1)}
+    m = _WHOLE.match(text)
+    if not m:
+        return set()
+    try:
+        tree = ast.parse(m.group(1).strip(), mode="eval")
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+# Names bound per layer to the shape flowing into it (see layers.base.shape_names).
+SHAPE_NAMES = ("in_channels", "in_features", "in_tokens")
+
+
 def _undefined(name: str, scope: dict) -> str:
     from archspec.errors import did_you_mean
 
+    if name in SHAPE_NAMES and "_shape" in scope:
+        shape = "[" + ", ".join(map(str, scope["_shape"])) + "]"
+        have = [n for n in SHAPE_NAMES if n in scope]
+        return (f'"{name}" is not defined for this layer\'s input {shape}'
+                + (f" (defined here: {', '.join(have)})" if have else ""))
+    if name in SHAPE_NAMES:
+        return f'"{name}" is only defined inside `layers` (it names the shape coming into a layer)'
     known = sorted(k for k, v in scope.items() if not k.startswith("_"))
     return f'undefined name "{name}"{did_you_mean(name, known)}' + (
         f"; defined: {', '.join(known)}" if known else ""
@@ -119,6 +169,15 @@ def _eval(node, scope):
             raise ExprError("division by zero") from None
         except OverflowError:
             raise ExprError("result is too large") from None
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return int(not _eval(node.operand, scope))
+    if isinstance(node, ast.Compare):
+        return _compare(node, scope)
+    if isinstance(node, ast.BoolOp):
+        values = [_eval(v, scope) for v in node.values]  # both sides checked, then Python's rule
+        return int(all(values) if isinstance(node.op, ast.And) else any(values))
+    if isinstance(node, ast.IfExp):
+        return _eval(node.body, scope) if _eval(node.test, scope) else _eval(node.orelse, scope)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS:
         if node.keywords or not node.args or len(node.args) > 8:
             raise ExprError(f"bad call to {node.func.id}()")
@@ -128,4 +187,17 @@ def _eval(node, scope):
         except TypeError as e:
             raise ExprError(f"bad call to {node.func.id}(): {e}") from None
     raise ExprError(f'"{ast.unparse(node)}" is not allowed in an expression (numbers, names, + - * / // % **, '
-                    "min/max/int/round/abs only)")
+                    "comparisons, and/or/not, a if c else b, min/max/int/round/abs/make_divisible only)")
+
+
+def _compare(node: ast.Compare, scope) -> int:
+    """``a < b <= c`` as Python chains it, giving 1 or 0 (a number, so it can be a count or an `if`)."""
+    left = _eval(node.left, scope)
+    for op, right_node in zip(node.ops, node.comparators, strict=True):
+        if type(op) not in _COMPARE:
+            raise ExprError(f'"{ast.unparse(node)}": only == != < <= > >= compare numbers')
+        right = _eval(right_node, scope)
+        if not _COMPARE[type(op)](left, right):
+            return 0
+        left = right
+    return 1

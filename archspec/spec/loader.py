@@ -1,9 +1,9 @@
 """Spec files -> a validated, fully expanded, shape-checked `Spec`.
 
 Pipeline: YAML (with positions) -> `extends` merge and top-level schema (document.py) -> input
-shape and classes (this file, from the dataset catalog) -> vars -> expand layers (expand.py:
-blocks, repeat, expressions, per-kind option schemas) -> module names and shape inference
-(tree.py). Every failure is an `ArchspecError` pointing at file:line:col and the key path. No
+shape and classes (this file, from the dataset catalog) -> vars -> expand layers with shape
+inference in the same pass (expand.py: blocks, repeat, `if:`, expressions, per-kind option
+schemas, shapes, so options can use `in_channels`) -> module names (tree.py). Every failure is an `ArchspecError` pointing at file:line:col and the key path. No
 torch import happens here (except to read an ``imagefolder:`` image).
 """
 
@@ -20,7 +20,7 @@ from archspec.layers.base import prod
 from archspec.spec.document import Document, read_document
 from archspec.spec.expand import Expander, check_finite
 from archspec.spec.expr import NAME_RE
-from archspec.spec.tree import MAX_VALUES, Node, Spec, assign_module_names, infer_shapes, to_items
+from archspec.spec.tree import MAX_VALUES, Node, Spec, assign_module_names, to_items
 
 __all__ = ["Node", "Spec", "load_spec"]
 
@@ -50,9 +50,10 @@ def load_spec(path: str | Path, *, dataset: str | None = None, allow_import: boo
     expander = Expander(doc, scope, allow_import)
     _add_vars(doc, expander, scope)
 
-    layers = expander.expand(data["layers"], ("layers",), "layers", scope, (), 0)
+    layers, output_shape = expander.expand(data["layers"], ("layers",), "layers", scope, (), 0, tuple(input_shape))
+    if not layers:
+        raise doc.error(("layers",), "no layer is left: every one has a false `if:` or a `repeat` of 0 times")
     assign_module_names(layers)
-    output_shape = infer_shapes(layers, input_shape)
     if classes is not None and output_shape != (classes,):
         raise layers[-1].error(f"the model outputs {fmt_shape(output_shape)} but there are {classes} classes; "
                                "end with `- linear: classes`")

@@ -58,13 +58,14 @@ def _loose(option_schema: dict) -> dict:
 def full_schema() -> dict:
     """The whole language: top level plus each kind's options (expressions allowed)."""
     from archspec.layers import REGISTRY
-    from archspec.layers.base import COMMON_OPTIONS
+    from archspec.layers.base import COMMON_OPTIONS, IF_OPTION
 
     kinds = {}
     for key in sorted(REGISTRY):
         kind = REGISTRY[key]
         props = {k: _loose(v) for k, v in kind.options.items()}
         props.update(COMMON_OPTIONS)
+        props.update(IF_OPTION)
         mapping = {"type": "object", "properties": props, "additionalProperties": False}
         forms = [{"type": "null"}, mapping]
         if kind.main:

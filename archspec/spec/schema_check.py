@@ -86,10 +86,29 @@ def message_for(error: ValidationError) -> tuple[tuple, str]:
     if v == "pattern":
         return path, f"{_describe(inst)} does not match the expected form"
     if v in ("oneOf", "anyOf") and error.context:
+        if all(not e.relative_path for e in error.context):  # the value itself fits no alternative
+            choices = [c for s in error.validator_value for c in s.get("enum", [])]
+            words = " or ".join(_expected(s) for s in error.validator_value)
+            hint = did_you_mean(str(inst), [str(c) for c in choices]) if isinstance(inst, str) else ""
+            return path, f"must be {words}; got {_describe(inst)}{hint}"
         inner = best_match(error.context)
         sub_path, msg = message_for(inner)
         return sub_path, msg
     return path, error.message
+
+
+def _expected(schema: dict) -> str:
+    """One alternative of an anyOf in words: 'an integer >= 0', 'one of same, valid', 'a list'."""
+    if "enum" in schema:
+        words = [str(c).lower() if isinstance(c, bool) else str(c) for c in schema["enum"]]
+        return words[0] if len(words) == 1 else f"one of {', '.join(words)}"
+    types = schema.get("type", "a value")
+    types = types if isinstance(types, list) else [types]
+    text = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+    for key, op in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        if key in schema:
+            text += f" {op} {schema[key]}"
+    return text
 
 
 def check_schema(

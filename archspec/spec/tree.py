@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from archspec.errors import ArchspecError
-from archspec.layers import REGISTRY, LayerKind, Shape, ShapeError, fmt_shape
+from archspec.layers import REGISTRY, LayerKind, Shape, fmt_shape
 from archspec.layers.base import prod
 
 T = TypeVar("T")
@@ -166,29 +166,12 @@ def assign_module_names(nodes: list[Node]) -> None:
             assign_module_names(group)
 
 
-def infer_shapes(nodes: list[Node], shape: Shape) -> Shape:
-    """Thread `shape` through the layers, filling in in_shape/out_shape; raise on a mismatch."""
-    for node in nodes:
-        node.in_shape = tuple(shape)
-        impl = node.impl
-        try:
-            if impl.composite:
-                outs = [infer_shapes(group, shape) for group in node.children]
-                shape = impl.combine(node.options, shape, outs)
-            else:
-                shape = impl.output_shape(node.options, shape)
-        except ShapeError as e:
-            raise node.error(f"{e} (input {fmt_shape(node.in_shape)})") from None
-        node.out_shape = tuple(shape)
-        _check_size(node)
-    return tuple(shape)
-
-
-def _check_size(node: Node) -> None:
-    """Refuse a layer too large to build."""
+def check_size(node: Node) -> None:
+    """Refuse a layer too large to build (called as soon as its output shape is known)."""
     if prod(node.out_shape) > MAX_VALUES:
         raise node.error(f"output {fmt_shape(node.out_shape)} has more than {MAX_VALUES:,} values per sample")
-    if not node.impl.composite and node.impl.macs(node.options, node.in_shape, node.out_shape) > MAX_LAYER_MACS:
+    macs = None if node.impl.composite else node.impl.macs(node.options, node.in_shape, node.out_shape)
+    if macs is not None and macs > MAX_LAYER_MACS:  # None: a `module:` layer whose MACs are unknown
         raise node.error(f"more than {MAX_LAYER_MACS:.0e} multiply-accumulates per sample (input "
                          f"{fmt_shape(node.in_shape)}); this layer is too large to build")
 

@@ -12,7 +12,8 @@ carries), `checkpoint` (what checkpoints hold, their integrity, resume checks), 
 loggers), `evaluation`, `prepare` (spec + recipe for a run, as the CLI and sweeps choose them), and
 the single concerns `device`, `distributed`, `ema`, `tta`, `whiten`, `torch_compile`, `stop`,
 `rundir`, `runlock` (one owner per run directory), `divergence` (NaN, blow-up, collapse to chance,
-the lr to try), `memory_check` (will it fit), `report`, `plots`.
+the lr to try), `memory_check` (will it fit), `report`; the observers `early_stop` and `tracking`
+(with `tensorboard_log`, `mlflow_log`); `lr_find` (the learning-rate range test).
 """
 
 from __future__ import annotations

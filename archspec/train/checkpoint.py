@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from archspec.atomic_write import atomic_write_bytes, torch_save_bytes
 from archspec.errors import ArchspecError
-from archspec.io import atomic_write_bytes, torch_save_bytes
 from archspec.train.checkpoint_schema import FORMAT, VERSION, check_structure
 from archspec.train.state import History
 

@@ -14,9 +14,10 @@
 
 Where a new feature goes:
 
-* Anything that watches a run (a TensorBoard/MLflow logger, early stopping, a tuner's pruning) is a
-  `RunObserver` (archspec.train.observers; see its docstring for the events), passed as
-  `train(..., observers=[...])`. The progress display, the metrics/summary files and the plots are
+* Anything that watches a run (the TensorBoard/MLflow loggers of archspec.train.tracking, early
+  stopping in archspec.train.early_stop, a tuner's pruning) is a `RunObserver`
+  (archspec.train.observers; see its docstring for the events and their order), passed as
+  `train(..., observers=[...])` or, for the built-in ones, chosen by `standard_observers`. The progress display, the metrics/summary files and the plots are
   observers too; the loop itself neither prints nor writes anything but checkpoints.
 * Anything that changes an optimisation step (gradient accumulation, another clipping rule) goes in
   `_optimizer_step` / `train_step`. The LR scheduler steps there, in that one place, when
@@ -35,7 +36,7 @@ Design notes:
 * Exact resume: the checkpoint written at the end of every epoch holds model, optimizer, scheduler,
   scaler, every RNG state and the run's history. The data order is a function of (seed, epoch)
   (`loader.set_epoch`), so a resumed run replays exactly what an uninterrupted one would have done.
-* Files are written atomically (archspec.io) and metrics rewritten whole, so `kill -9` at any
+* Files are written atomically (archspec.atomic_write) and metrics rewritten whole, so `kill -9` at any
   instant leaves a consistent, resumable run directory.
 """
 
@@ -50,8 +51,9 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from archspec.atomic_write import is_disk_full
 from archspec.errors import ArchspecError
-from archspec.io import is_disk_full
+from archspec.figures import DEFAULT_DPI
 from archspec.recipes.build import scheduler_due
 from archspec.train import distributed
 from archspec.train.checkpoint import ResumePoint, load_checkpoint, plain, reconcile_best, save_run
@@ -92,7 +94,9 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
           limit_test: int | None = None, resume: str | Path | None = None, workers: int | None = None,
           console: Console | None = None, progress: bool = True, quiet: bool = False,
           stop_after_epoch: int | None = None, observers: Sequence[RunObserver] = (),
-          log_every: float = DEFAULT_LOG_EVERY_S, memory_check: bool = True) -> RunResult:
+          log_every: float = DEFAULT_LOG_EVERY_S, memory_check: bool = True, mlflow_uri: str | None = None,
+          log_graph: bool = False, figure_format: str = "png", dpi: int = DEFAULT_DPI,
+          init_weights=None) -> RunResult:
     """Train `spec` (a loaded Spec) with `recipe` (a Recipe); write the run directory; return a RunResult.
 
     `resume` is a run directory (or its last.pt): the run continues there at the next epoch and
@@ -102,13 +106,20 @@ def train(spec, recipe, *, dataset: str | None = None, data_dir: str | Path | No
     the built-in ones. `log_every` (seconds) is the interval of the in-epoch progress line when
     `console` is not a terminal (0: none). The recipe's `threads` apply for the run; a run directory
     made for a start that then fails is removed again. `memory_check=False` skips the refusal of a
-    run whose memory estimate exceeds the device's free memory (archspec.train.memory_check). Bad input raises
-    ArchspecError; the status in the result tells completed / interrupted / diverged apart.
+    run whose memory estimate exceeds the device's free memory (archspec.train.memory_check). The
+    recipe's `log:` trackers log to the run directory (TensorBoard; with `log_graph` the model graph
+    too) and to the MLflow store `mlflow_uri` (archspec.train.mlflow_log). curves.* and lr.* are
+    drawn as `figure_format` (png, svg, pdf) at `dpi`. Bad input raises ArchspecError; the status in
+    the result tells completed / interrupted / diverged apart (a run ended by `early_stop:` is
+    completed, its message says why). `init_weights(model)` (`archspec.weights.weights_source`) loads
+    starting weights into a new run, for fine-tuning.
     """
     options = RunOptions(dataset=dataset, data_dir=data_dir, device=device, run_dir=run_dir, runs_root=runs_root,
                          limit_train=limit_train, limit_test=limit_test, resume=resume, workers=workers,
                          console=console, progress=progress, quiet=quiet, stop_after_epoch=stop_after_epoch,
-                         observers=tuple(observers), log_every=log_every, memory_check=memory_check)
+                         observers=tuple(observers), log_every=log_every, memory_check=memory_check,
+                         mlflow_uri=mlflow_uri, log_graph=log_graph, figure_format=figure_format, dpi=dpi,
+                         init_weights=init_weights)
     with contextlib.ExitStack() as owned:  # the run directory's lock (archspec.train.runlock), held to the end
         run, resume_point = set_up(spec, recipe, options, owned)
         _restore(run, resume_point)
@@ -178,7 +189,9 @@ def _run_epochs(run: Run) -> None:
         for observer in run.observers:
             held.enter_context(observer.running(run))
         for epoch in range(run.history.epoch + 1, run.epochs + 1):
-            if not _epoch(run, epoch):
+            # An observer may have ended the run before its first epoch: a resumed run that had
+            # already stopped early stays stopped.
+            if run.status != STATUS_RUNNING or not _epoch(run, epoch):
                 break
 
 

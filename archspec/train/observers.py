@@ -22,13 +22,17 @@ progress display, the metrics/summary files, the plots, and any logger or rule a
     on_finish(run, summary)   the run ended (`run.status`); `summary` is summary.json's content
 
 An observer that wants the run to end early (early stopping, a tuner's pruning) calls
-`run.end(status, message)` in `on_epoch_end`; the loop stops after that epoch. A new logger
-(TensorBoard, MLflow) is one subclass: per-step loss and lr from `on_epoch_trained`
-(`outcome.step_losses`, `run.history.lr_history`), per-epoch metrics from `on_epoch_end`, final
+`run.end(status, message)` in `on_epoch_end` (the loop stops after that epoch) or in `on_start`
+(no epoch runs: a resumed run that had already stopped early). Facts it wants in summary.json go in
+`run.summary_extra` under its own key. A logger is one subclass: per-step loss and lr from
+`run.history` (`step_losses`, `lr_history`) once the epoch is checkpointed (`on_epoch_end`), final
 numbers from `on_finish`; pass it as `train(..., observers=[MyLogger()])`.
 
-Files are written by rank 0 only: the loop gives the other ranks of a DDP run only the (silent)
-progress observer and the caller's observers.
+Every run has, in this order: its files, its plots, the recipe's trackers (archspec.train.tracking:
+TensorBoard, MLflow), the progress display, the rules that may end it (collapse to chance,
+archspec.train.divergence; early stopping when the recipe has `early_stop:`), then the caller's
+observers. Files are written by rank 0 only: the other ranks of a DDP run get the (silent) progress
+display, the rules (every rank must stop after the same epoch) and the caller's observers.
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from archspec.train.rundir import write_metrics, write_steps, write_summary
+from archspec.figures import DEFAULT_DPI, Curves, lr_figure, run_figure, write_figure
+from archspec.train.rundir import step_rows, write_metrics, write_steps, write_summary
 from archspec.train.state import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED
 
 if TYPE_CHECKING:
     from archspec.train.report import Reporter
+    from archspec.train.setup import RunOptions
     from archspec.train.state import EpochOutcome, Run
 
 PLOT_EVERY_SECONDS = 60.0  # redraw curves.png / lr.png during a run at most this often (and at the end)
@@ -171,10 +177,12 @@ class RunFiles(RunObserver):
 
 
 class Plots(RunObserver):
-    """curves.png and lr.png: at most every PLOT_EVERY_SECONDS during the run (matplotlib costs ~0.5 s a
-    figure: it must not dominate short epochs), and always at the end."""
+    """curves.png and lr.png (or .svg/.pdf: `fmt`), drawn by archspec.figures from the run's history in
+    memory: at most every PLOT_EVERY_SECONDS during the run (matplotlib costs ~0.5 s a figure: it must
+    not dominate short epochs), and always at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fmt: str = "png", dpi: int = DEFAULT_DPI) -> None:
+        self.fmt, self.dpi = fmt, dpi
         self._last = time.monotonic()
 
     def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
@@ -185,19 +193,30 @@ class Plots(RunObserver):
     def on_finish(self, run: Run, summary: dict[str, Any]) -> None:
         self._draw(run)
 
-    @staticmethod
-    def _draw(run: Run) -> None:
-        from archspec.train.plots import plot_curves, plot_lr
-
+    def _draw(self, run: Run) -> None:
+        h = run.history
+        steps = step_rows(h.lr_history, h.step_losses, run.steps_per_epoch)
         try:
-            plot_curves(run.history.metrics, run.out / "curves.png", title=run.title)
-            plot_lr(run.history.lr_history, run.steps_per_epoch, run.out / "lr.png",
-                    title=f"learning rate: {run.title}")
+            write_figure(run_figure(Curves(label="", metrics=list(h.metrics), steps=steps), title=run.title),
+                         run.out / f"curves.{self.fmt}", fmt=self.fmt, dpi=self.dpi)
+            write_figure(lr_figure(h.lr_history, run.steps_per_epoch, title=f"learning rate: {run.title}"),
+                         run.out / f"lr.{self.fmt}", fmt=self.fmt, dpi=self.dpi)
         except Exception as exc:  # noqa: BLE001 - plots are a convenience: never lose a run over them
             run.reporter.note(f"warning: could not write plots: {exc}")
 
 
-def standard_observers(run: Run, extra=()) -> list[RunObserver]:
-    """What every run has: its files and plots (rank 0 only), its progress display, then `extra`."""
-    files: list[RunObserver] = [RunFiles(), Plots()] if run.group.is_main else []
-    return [*files, ProgressDisplay(run.reporter), *extra]
+def standard_observers(run: Run, options: RunOptions) -> list[RunObserver]:
+    """What every run has (see the module docstring for the order), then the caller's observers."""
+    from archspec.train.divergence import CollapseWatch
+    from archspec.train.tracking import trackers
+
+    files: list[RunObserver] = []
+    if run.group.is_main:
+        files = [RunFiles(), Plots(fmt=options.figure_format, dpi=options.dpi),
+                 *trackers(run, mlflow_uri=options.mlflow_uri, graph=options.log_graph)]
+    rules: list[RunObserver] = [CollapseWatch()]  # first: a collapse is "diverged" even if early stopping agrees
+    if run.recipe.early_stop is not None:
+        from archspec.train.early_stop import EarlyStopping
+
+        rules.append(EarlyStopping(run.recipe.early_stop))
+    return [*files, ProgressDisplay(run.reporter), *rules, *options.observers]

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
+from archspec.atomic_write import atomic_write_bytes, atomic_write_json, atomic_write_text
 from archspec.errors import ArchspecError
-from archspec.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds",
                  "images_per_second")
@@ -177,18 +177,27 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 STEP_FIELDS = ("step", "epoch", "loss", "lr")
 
 
-def write_steps(run_dir: Path, lr_history: list[float], losses: list[float], steps_per_epoch: int) -> None:
-    """Rewrite steps.csv: one row per optimisation step (step from 1, its epoch, the mini-batch's
-    training loss, the learning rate it used). Per-epoch means hide what a loss curve is read for
-    (spikes, the noise band of a learning-rate sweep), so the loop keeps every step's loss. Under
-    DDP the loss is rank 0's mini-batch. A run resumed from a checkpoint written before losses were
-    recorded leaves `loss` empty for its earlier steps."""
+def step_rows(lr_history: list[float], losses: list[float], steps_per_epoch: int, *,
+              after: int = 0) -> list[dict[str, Any]]:
+    """One row per optimisation step after step `after`: step (from 1), its epoch, the mini-batch's
+    training loss and the learning rate it used. A run resumed from a checkpoint written before
+    losses were recorded has fewer losses than steps: they belong to the last steps, and the earlier
+    rows get loss None."""
     missing = len(lr_history) - len(losses)
+    per_epoch = max(1, steps_per_epoch)
+    return [{"step": i + 1, "epoch": i // per_epoch + 1, "loss": losses[i - missing] if i >= missing else None,
+             "lr": lr_history[i]} for i in range(max(0, after), len(lr_history))]
+
+
+def write_steps(run_dir: Path, lr_history: list[float], losses: list[float], steps_per_epoch: int) -> None:
+    """Rewrite steps.csv from `step_rows`. Per-epoch means hide what a loss curve is read for
+    (spikes, the noise band of a learning-rate sweep), so the loop keeps every step's loss. Under
+    DDP the loss is rank 0's mini-batch; a loss not recorded is left empty."""
     buffer = io.StringIO()
     buffer.write(",".join(STEP_FIELDS) + "\n")
-    for i, lr in enumerate(lr_history):
-        loss = losses[i - missing] if i >= missing else None
-        buffer.write(f"{i + 1},{i // max(1, steps_per_epoch) + 1},{'' if loss is None else repr(loss)},{lr!r}\n")
+    for row in step_rows(lr_history, losses, steps_per_epoch):
+        loss = "" if row["loss"] is None else repr(row["loss"])
+        buffer.write(f"{row['step']},{row['epoch']},{loss},{row['lr']!r}\n")
     atomic_write_text(run_dir / "steps.csv", buffer.getvalue())
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,18 +28,19 @@ import torch
 from rich.console import Console
 
 from archspec.errors import ArchspecError
+from archspec.figures import DEFAULT_DPI, figure_format
 from archspec.recipes.recipe import Recipe
 from archspec.train import distributed
 from archspec.train.checkpoint import ResumePoint, plain, seed_everything, spec_fingerprint
 from archspec.train.device import configure_backends, resolve_device, resolve_precision, wants_channels_last
 from archspec.train.distributed import Group
-from archspec.train.divergence import CollapseWatch
 from archspec.train.observers import RunObserver, standard_observers
 from archspec.train.report import DEFAULT_LOG_EVERY_S, Reporter
 from archspec.train.rundir import check_writable, new_run_dir, use_run_dir
 from archspec.train.runlock import RunLock, stale_owner_note
 from archspec.train.state import Run
 from archspec.train.torch_compile import CompileClock, compile_model, resolve_compile
+from archspec.train.tracking import check_available
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,12 @@ class RunOptions:
     stop_after_epoch: int | None = None
     observers: Sequence[RunObserver] = ()
     log_every: float = DEFAULT_LOG_EVERY_S  # in-epoch progress line interval when not on a terminal
+    mlflow_uri: str | None = None  # where `log: mlflow` logs (archspec.train.mlflow_log)
+    log_graph: bool = False  # the model graph in the TensorBoard events
+    figure_format: str = "png"  # curves.* and lr.*: png, svg or pdf
+    dpi: int = DEFAULT_DPI
     memory_check: bool = True  # refuse a run that cannot fit in the device's memory (train.memory_check)
+    init_weights: Callable[[torch.nn.Module], list[str]] | None = None  # starting weights (fine-tuning)
 
 
 def set_up(spec, recipe: Recipe, options: RunOptions, owned: contextlib.ExitStack) -> tuple[Run, ResumePoint | None]:
@@ -70,6 +76,8 @@ def set_up(spec, recipe: Recipe, options: RunOptions, owned: contextlib.ExitStac
     `owned` receives the run directory's lock (archspec.train.runlock), which the caller holds for
     the whole run.
     """
+    figure_format("curves", options.figure_format)  # a bad format or a missing tracker fails now,
+    check_available(recipe.log)  # not after the run directory is made
     reporter = Reporter(options.console, progress=options.progress, quiet=options.quiet,
                         log_every=options.log_every)
     # Under torchrun: join the process group (cuda:LOCAL_RANK + NCCL, or CPU + Gloo). Rank 0 reports
@@ -88,25 +96,30 @@ def set_up(spec, recipe: Recipe, options: RunOptions, owned: contextlib.ExitStac
     resume = ResumePoint.open(options.resume) if options.resume is not None else None
     limits = (resume.limits(options.limit_train, options.limit_test) if resume is not None
               else {"train": options.limit_train, "test": options.limit_test})
-    dataset = _pick_dataset(spec, recipe, options.dataset)
+    dataset = pick_dataset(spec, recipe, options.dataset)
     fingerprint = spec_fingerprint(spec.resolved)
     if resume is not None:
         resume.check_dataset(dataset)
-    module = _build_module(spec, recipe)
+    module = build_module(spec, recipe)
+    if options.init_weights is not None and resume is None:  # on resume the checkpoint has the weights
+        fresh = options.init_weights(module)
+        if fresh:
+            reporter.note(f"starting weights loaded; kept fresh (sizes differ): {', '.join(fresh)}",
+                          style="cyan", always=False)
     if resume is not None:
         resume.check_model(spec_name=spec.name, fingerprint=fingerprint, model_state=module.state_dict(),
                            world_size=group.world_size)
     out, note = group.decide(lambda: _make_run_dir(spec, recipe, options, module, resume, owned))
     if note:
         reporter.note(note)
-    bundle = _load_data(spec, recipe, options, dataset, limits, device, group)
+    bundle = load_data(spec, recipe, options, dataset, limits, device, group)
     limits = _limits_used(limits, bundle, reporter)
-    _whiten(module, recipe, bundle, resuming=resume is not None)
+    apply_whiten(module, recipe, bundle, resuming=resume is not None)
     run = Run(spec=spec, recipe=recipe, recipe_dict=plain(recipe.to_dict()), fingerprint=fingerprint,
               dataset=dataset, limits=limits, out=out, device=device, precision=precision, group=group,
               compile_mode=compile_mode, stop_after_epoch=options.stop_after_epoch, bundle=bundle, reporter=reporter,
               **_training_parts(module, spec, recipe, bundle, device, group, compile_mode, precision))
-    run.observers = standard_observers(run, [CollapseWatch(), *options.observers])
+    run.observers = standard_observers(run, options)
     return run, resume
 
 
@@ -119,14 +132,14 @@ def _check_memory(spec, recipe: Recipe, device: torch.device, group: Group) -> N
     check_memory(spec, recipe, device, processes=processes)
 
 
-def _pick_dataset(spec, recipe: Recipe, dataset: str | None) -> str:
+def pick_dataset(spec, recipe: Recipe, dataset: str | None) -> str:
     ds = dataset or spec.dataset or recipe.dataset
     if not ds:
         raise ArchspecError(f'spec "{spec.name}" names no dataset: add `dataset:` to it or pass --data NAME')
     return str(ds)
 
 
-def _build_module(spec, recipe: Recipe) -> torch.nn.Module:
+def build_module(spec, recipe: Recipe) -> torch.nn.Module:
     """The spec's model with the recipe's init, from the recipe seed (same seed -> same weights)."""
     import archspec
     from archspec.recipes.build import apply_init
@@ -162,7 +175,7 @@ def _claim_run_dir(spec, recipe: Recipe, options: RunOptions, resume: ResumePoin
     return owned.enter_context(RunLock(use_run_dir(wanted)))
 
 
-def _load_data(spec, recipe: Recipe, options: RunOptions, dataset: str, limits: dict[str, int | None],
+def load_data(spec, recipe: Recipe, options: RunOptions, dataset: str, limits: dict[str, int | None],
                device: torch.device, group: Group):
     from archspec.data.loader import make_loaders
 
@@ -193,7 +206,7 @@ def _limits_used(limits: dict[str, int | None], bundle, reporter: Reporter) -> d
     return {split: None if limits[split] is None else used[split] for split in used}
 
 
-def _whiten(module: torch.nn.Module, recipe: Recipe, bundle, *, resuming: bool) -> None:
+def apply_whiten(module: torch.nn.Module, recipe: Recipe, bundle, *, resuming: bool) -> None:
     """`init: whiten`: data-dependent, so it runs here; on resume the checkpoint has the weights."""
     if recipe.whiten is None:
         return

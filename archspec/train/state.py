@@ -155,6 +155,8 @@ class Run:
     status: str = STATUS_RUNNING
     message: str = ""
     stop: StopRequest | None = None  # set while the epochs run (archspec.train.distributed.stop_request)
+    # Sections observers add to summary.json (e.g. "early_stop"), each under its own key.
+    summary_extra: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
     @property
@@ -216,6 +218,7 @@ class Run:
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
             "session_seconds": time.time() - self.started,
             "world_size": self.group.world_size,
+            **self.summary_extra,
         }
 
     def result(self, summary: dict[str, Any]) -> RunResult:
