@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import archspec
@@ -219,10 +219,12 @@ def test_random_numbers_in_recipes_load_and_build_or_raise_one_line(tmp_path, sl
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.integers(0, 400), st.sampled_from(["list", "map", "block"]),
+@given(st.integers(0, 2000), st.sampled_from(["list", "map", "block"]),
        st.sampled_from(["spec-layers", "spec-option", "spec-vars", "recipe-augment", "recipe-optimizer"]))
+@example(500, "list", "spec-layers")
+@example(500, "map", "recipe-augment")  # the cases: 500 deep was a RecursionError
 def test_random_nesting_depths_raise_one_line(tmp_path, depth, style, where):
-    value = nested(depth, style)
+    value = nested(min(depth, 600) if style == "block" else depth, style)
     path = tmp_path / "deep.yaml"
     if where.startswith("spec"):
         text = {"spec-layers": "input: [4]\nlayers: {V}\n", "spec-option": "input: [4]\nlayers:\n  - linear: {V}\n",
